@@ -1,0 +1,25 @@
+"""Shared fixtures: short socket directories, child processes that are always reaped."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A private directory short enough for ``sun_path`` (pytest's ``tmp_path`` can exceed 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="cs-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sock_path(sock_dir: Path) -> Path:
+    return sock_dir / "ctrl.sock"
