@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.kea import KeaDaemon, require_kea, start_kea
+
 
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
@@ -23,3 +25,16 @@ def sock_dir() -> Iterator[Path]:
 @pytest.fixture
 def sock_path(sock_dir: Path) -> Path:
     return sock_dir / "ctrl.sock"
+
+
+@pytest.fixture
+def kea_daemon() -> Iterator[KeaDaemon]:
+    """A started real ``kea-dhcp4``; skipped without Kea unless ``CTRLSOCK_REQUIRE_KEA`` is set."""
+    require_kea()
+    directory = Path(tempfile.mkdtemp(prefix="cs-k", dir="/tmp"))
+    daemon = start_kea(directory)
+    try:
+        yield daemon
+    finally:
+        daemon.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
