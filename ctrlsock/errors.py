@@ -84,10 +84,11 @@ class LockHeldError(LockError, BlockingIOError):
     """Another process holds ``<socket>.lock``.
 
     ``holders`` are plain-words descriptions, one per process found holding the lock,
-    for example ``pid 4242 (mydaemon, running since 2026-11-22 09:14)``.
+    for example ``pid 4242 (mydaemon, running since 2026-11-22 09:14)``; ``pids`` are the processes
+    that really hold it, for callers that act on them.
     """
 
-    def __init__(self, lock_path: Path, holders: tuple[str, ...]) -> None:
+    def __init__(self, lock_path: Path, holders: tuple[str, ...], *, pids: tuple[int, ...] = ()) -> None:
         who = "; ".join(holders) if holders else "by a process that could not be identified"
         if holders:
             who = f"held by {who}"
@@ -95,6 +96,7 @@ class LockHeldError(LockError, BlockingIOError):
         super().__init__(f"cannot lock socket lockfile, {lock_path}: {who}")
         self.lock_path = lock_path
         self.holders = holders
+        self.pids = pids
 
 
 # --- the client -----------------------------------------------------------------------------------
