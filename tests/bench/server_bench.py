@@ -1,0 +1,371 @@
+"""Benchmarks of the command channel: our server against a real Kea 2.2, measured in one run.
+
+Closed loop, connection per command (connect, send, read to EOF, close), N client processes, the same load
+generator for both servers. Also measures what issue 3 asks beyond throughput: idle connections held, the
+memory of replies to clients that do not read, and other clients' latency while one never reads.
+
+    python3 tests/bench/server_bench.py throughput [--clients 1 8] [--duration 5] [--no-kea] [--engine thread]
+    python3 tests/bench/server_bench.py idle [--connections 10000]
+    python3 tests/bench/server_bench.py memory [--stuck 8] [--size-mib 16]
+    python3 tests/bench/server_bench.py latency [--size-mib 64] [--duration 5]
+
+Run from the repository root (the package need not be installed). Prints plain lines; ``--json`` for one
+JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+SERVER_CHILD = ROOT / "tests" / "children" / "server_daemon.py"
+
+
+# --- the load generator ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    label: str
+    clients: int
+    duration: float
+    commands: int
+    errors: int
+    per_second: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def _client(path: str, request: bytes, start_at: float, stop_at: float, out: Connection) -> None:
+    latencies: list[float] = []
+    errors = 0
+    while time.monotonic() < start_at:
+        time.sleep(0.001)
+    perf = time.perf_counter
+    now = time.monotonic
+    while now() < stop_at:
+        began = perf()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect(path)
+                sock.sendall(request)
+                parts = []
+                while data := sock.recv(65536):
+                    parts.append(data)
+            reply = b"".join(parts)
+            if not reply.startswith(b"{") or b'"result":0' not in reply.replace(b" ", b""):
+                errors += 1
+                continue
+        except OSError:
+            errors += 1
+            continue
+        latencies.append(perf() - began)
+    out.send((latencies, errors))
+    out.close()
+
+
+def run_load(
+    path: Path, *, clients: int, duration: float, label: str, command: str = "version-get"
+) -> LoadResult:
+    """N processes, each connect/send/read-to-EOF/close in a loop for ``duration`` seconds."""
+    request = json.dumps({"command": command}).encode()
+    context = multiprocessing.get_context("fork")
+    start_at = time.monotonic() + 0.3
+    stop_at = start_at + duration
+    pipes = []
+    processes = []
+    for _ in range(clients):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_client, args=(str(path), request, start_at, stop_at, sender))
+        process.start()
+        sender.close()
+        pipes.append(receiver)
+        processes.append(process)
+    latencies: list[float] = []
+    errors = 0
+    for receiver in pipes:
+        got, failed = receiver.recv()
+        latencies.extend(got)
+        errors += failed
+    for process in processes:
+        process.join()
+    latencies.sort()
+    count = len(latencies)
+
+    def pct(fraction: float) -> float:
+        return latencies[min(count - 1, int(count * fraction))] * 1000 if count else float("nan")
+
+    return LoadResult(
+        label=label,
+        clients=clients,
+        duration=duration,
+        commands=count,
+        errors=errors,
+        per_second=count / duration,
+        p50_ms=pct(0.50),
+        p90_ms=pct(0.90),
+        p99_ms=pct(0.99),
+        max_ms=latencies[-1] * 1000 if count else float("nan"),
+    )
+
+
+# --- servers under test ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def our_server(directory: Path, engine: str = "daemon", extra: tuple[str, ...] = ()) -> Iterator[Path]:
+    """``ctrlsock serve`` (``daemon``: run_daemon on the main thread), or the thread/asyncio embeddings."""
+    path = directory / "ours.sock"
+    process = subprocess.Popen(
+        [sys.executable, str(SERVER_CHILD), engine, str(path), *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"our server did not start: {line!r}")
+        yield path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def kea_server(directory: Path) -> Iterator[Path | None]:
+    from tests.kea import kea_available, start_kea  # noqa: PLC0415
+
+    if not kea_available():
+        yield None
+        return
+    kea_dir = directory / "kea"
+    kea_dir.mkdir()
+    kea = start_kea(kea_dir)
+    try:
+        yield kea.socket_path
+    finally:
+        kea.terminate()
+
+
+def _print(result: LoadResult) -> None:
+    print(
+        f"{result.label:<28} clients={result.clients:<3} {result.per_second:9.0f} cmd/s"
+        f"  p50={result.p50_ms:6.2f}ms p90={result.p90_ms:6.2f}ms p99={result.p99_ms:6.2f}ms"
+        f" max={result.max_ms:7.2f}ms errors={result.errors}",
+        flush=True,
+    )
+
+
+def throughput(options: argparse.Namespace) -> dict[str, Any]:
+    results: list[LoadResult] = []
+    with tempfile.TemporaryDirectory(prefix="csb-", dir="/tmp") as temp:
+        directory = Path(temp)
+        with contextlib.ExitStack() as stack:
+            targets: list[tuple[str, Path]] = []
+            for engine in options.engine:
+                engine_dir = directory / engine
+                engine_dir.mkdir()
+                targets.append((f"ctrlsock ({engine})", stack.enter_context(our_server(engine_dir, engine))))
+            if not options.no_kea:
+                kea_path = stack.enter_context(kea_server(directory))
+                if kea_path is not None:
+                    targets.append(("kea-dhcp4 2.2", kea_path))
+                else:
+                    print("kea-dhcp4 not installed: measuring ctrlsock only", flush=True)
+            for round_number in range(options.rounds):
+                for clients in options.clients:
+                    for label, path in targets:
+                        result = run_load(path, clients=clients, duration=options.duration, label=label)
+                        result.label = f"{label} r{round_number + 1}"
+                        results.append(result)
+                        _print(result)
+    summary: dict[str, Any] = {"results": [asdict(r) for r in results]}
+    # Compare within a round: the machine's load drifts between rounds more than servers differ.
+    kea = {(r.label.rsplit(" ", 1)[1], r.clients): r.per_second for r in results if r.label.startswith("kea")}
+    ratios: dict[str, list[float]] = {}
+    for result in results:
+        key = (result.label.rsplit(" ", 1)[1], result.clients)
+        if result.label.startswith("ctrlsock") and key in kea:
+            ratio = result.per_second / kea[key]
+            name = f"{result.label.rsplit(' ', 1)[0]} / kea, {result.clients} clients"
+            ratios.setdefault(name, []).append(ratio)
+    for name, values in ratios.items():
+        shown = ", ".join(f"{v:.2f}x" for v in values)
+        print(f"{name}: {shown} (median {sorted(values)[len(values) // 2]:.2f}x)", flush=True)
+    summary["ratios"] = ratios
+    return summary
+
+
+# --- idle connections --------------------------------------------------------------------------------
+
+
+def _raise_nofile() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def idle(options: argparse.Namespace) -> dict[str, Any]:
+    """Hold N idle connections open (accepted by the server) and time other clients meanwhile."""
+    _raise_nofile()
+    with (
+        tempfile.TemporaryDirectory(prefix="csb-", dir="/tmp") as temp,
+        # A long idle timeout, so the idle clients stay connected for the whole measurement.
+        our_server(Path(temp), "thread", ("--idle-timeout", "300")) as path,
+    ):
+        baseline = run_load(path, clients=2, duration=options.duration, label="baseline")
+        _print(baseline)
+        held: list[socket.socket] = []
+        try:
+            for _ in range(options.connections):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(str(path))
+                held.append(sock)
+            status = _ask(path, "status-get")["arguments"]
+            print(f"idle connections held: {len(held)}; server reports {status['connections-open']} open")
+            loaded = run_load(path, clients=2, duration=options.duration, label="with idle connections")
+            _print(loaded)
+            status = _ask(path, "status-get")["arguments"]
+            print(f"after the load: server reports {status['connections-open']} open", flush=True)
+        finally:
+            for sock in held:
+                sock.close()
+    return {
+        "held": len(held),
+        "open_reported": status["connections-open"],
+        "baseline": asdict(baseline),
+        "loaded": asdict(loaded),
+    }
+
+
+def _ask(path: Path, command: str, arguments: Any = None, timeout: float = 30.0) -> dict[str, Any]:
+    from tests.children.server_client import ask  # noqa: PLC0415
+
+    return ask(path, command, arguments, timeout=timeout)
+
+
+# --- memory with stuck readers -------------------------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _server_pid(path: Path) -> int:
+    return int(_ask(path, "status-get")["arguments"]["pid"])
+
+
+def memory(options: argparse.Namespace) -> dict[str, Any]:
+    size = options.size_mib * 1024 * 1024
+    with (
+        tempfile.TemporaryDirectory(prefix="csb-", dir="/tmp") as temp,
+        our_server(Path(temp), "thread", ("--idle-timeout", "300")) as path,
+    ):
+        pid = _server_pid(path)
+        _ask(path, "blob", {"size": 1024})
+        before = _rss_kib(pid)
+        stuck: list[socket.socket] = []
+        request = json.dumps({"command": "blob", "arguments": {"size": size}}).encode()
+        try:
+            for _ in range(options.stuck):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.connect(str(path))
+                sock.sendall(request)
+                sock.recv(1)  # the reply has started: it is in flight now
+                stuck.append(sock)
+            _ask(path, "version-get")
+            during = _rss_kib(pid)
+        finally:
+            for sock in stuck:
+                sock.close()
+    grown = (during - before) / 1024
+    budget = 1.25 * options.stuck * options.size_mib
+    print(
+        f"{options.stuck} stuck readers of {options.size_mib} MiB replies: RSS grew {grown:.1f} MiB"
+        f" (budget 1.25 x {options.stuck} x {options.size_mib} = {budget:.0f} MiB)",
+        flush=True,
+    )
+    return {"stuck": options.stuck, "size_mib": options.size_mib, "grown_mib": grown, "budget_mib": budget}
+
+
+# --- latency with a client that never reads a huge reply ------------------------------------------------
+
+
+def latency(options: argparse.Namespace) -> dict[str, Any]:
+    size = options.size_mib * 1024 * 1024
+    with (
+        tempfile.TemporaryDirectory(prefix="csb-", dir="/tmp") as temp,
+        our_server(Path(temp), "thread", ("--idle-timeout", "300")) as path,
+    ):
+        baseline = run_load(path, clients=options.clients[0], duration=options.duration, label="baseline")
+        _print(baseline)
+        request = json.dumps({"command": "blob", "arguments": {"size": size}}).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.connect(str(path))
+            stuck.sendall(request)
+            stuck.recv(1)
+            loaded = run_load(
+                path, clients=options.clients[0], duration=options.duration, label="one stuck 64 MiB reader"
+            )
+            _print(loaded)
+    ratio = loaded.p99_ms / baseline.p99_ms
+    print(f"p99 with a stuck reader / idle baseline: {ratio:.2f}x", flush=True)
+    return {"baseline": asdict(baseline), "loaded": asdict(loaded), "p99_ratio": ratio}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=["throughput", "idle", "memory", "latency"])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--engine", nargs="+", default=["daemon"], choices=["daemon", "thread", "asyncio"])
+    parser.add_argument("--no-kea", action="store_true")
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--stuck", type=int, default=8)
+    parser.add_argument("--size-mib", type=int, default=16)
+    parser.add_argument("--json", action="store_true")
+    options = parser.parse_args()
+    runner = {"throughput": throughput, "idle": idle, "memory": memory, "latency": latency}[options.what]
+    summary = runner(options)
+    if options.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())
