@@ -23,6 +23,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
+from ctrlsock.errors import RemoteProtocolError
+from ctrlsock.protocol import JsonFeed
+
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnContext
 
@@ -186,28 +189,14 @@ def _client_loop(
 
 
 def _looks_truncated(reply: bytes) -> bool:
-    """A JSON value that began and whose brackets never closed (outside strings): cut off, not malformed."""
-    text = reply.lstrip()
-    if not text.startswith((b"{", b"[")):
+    """A JSON value that began and never closed: cut off, not malformed (the client's own framer decides)."""
+    feed = JsonFeed(max_size=None, max_depth=None)
+    feed.receive_data(reply)
+    try:
+        document = feed.next_document()
+    except RemoteProtocolError:
         return False
-    depth = 0
-    in_string = False
-    escaped = False
-    for byte in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in b"{[":
-            depth += 1
-        elif byte in b"}]":
-            depth -= 1
-    return depth > 0 or in_string
+    return document is None and feed.started
 
 
 def run_bench(

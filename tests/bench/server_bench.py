@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import resource
 import signal
@@ -26,15 +25,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from ctrlsock.bench import run_bench  # noqa: E402 (after the sys.path line)
 
 SERVER_CHILD = ROOT / "tests" / "children" / "server_daemon.py"
 
@@ -56,77 +55,28 @@ class LoadResult:
     max_ms: float
 
 
-def _client(path: str, request: bytes, start_at: float, stop_at: float, out: Connection) -> None:
-    latencies: list[float] = []
-    errors = 0
-    while time.monotonic() < start_at:
-        time.sleep(0.001)
-    perf = time.perf_counter
-    now = time.monotonic
-    while now() < stop_at:
-        began = perf()
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(10)
-                sock.connect(path)
-                sock.sendall(request)
-                parts = []
-                while data := sock.recv(65536):
-                    parts.append(data)
-            reply = b"".join(parts)
-            if not reply.startswith(b"{") or b'"result":0' not in reply.replace(b" ", b""):
-                errors += 1
-                continue
-        except OSError:
-            errors += 1
-            continue
-        latencies.append(perf() - began)
-    out.send((latencies, errors))
-    out.close()
-
-
 def run_load(
     path: Path, *, clients: int, duration: float, label: str, command: str = "version-get"
 ) -> LoadResult:
-    """N processes, each connect/send/read-to-EOF/close in a loop for ``duration`` seconds."""
-    request = json.dumps({"command": command}).encode()
-    context = multiprocessing.get_context("fork")
-    start_at = time.monotonic() + 0.3
-    stop_at = start_at + duration
-    pipes = []
-    processes = []
-    for _ in range(clients):
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_client, args=(str(path), request, start_at, stop_at, sender))
-        process.start()
-        sender.close()
-        pipes.append(receiver)
-        processes.append(process)
-    latencies: list[float] = []
-    errors = 0
-    for receiver in pipes:
-        got, failed = receiver.recv()
-        latencies.extend(got)
-        errors += failed
-    for process in processes:
-        process.join()
-    latencies.sort()
-    count = len(latencies)
+    """``ctrlsock bench``'s load generator, so these figures and the CLI's are measured the same way."""
+    result = run_bench(path, clients=clients, duration=duration, command=command)
+    latency = result.latency_ms()
 
-    def pct(fraction: float) -> float:
-        return latencies[min(count - 1, int(count * fraction))] * 1000 if count else float("nan")
+    def ms(key: str) -> float:
+        value = latency[key]
+        return float("nan") if value is None else value
 
     return LoadResult(
         label=label,
         clients=clients,
-        duration=duration,
-        commands=count,
-        errors=errors,
-        per_second=count / duration,
-        p50_ms=pct(0.50),
-        p90_ms=pct(0.90),
-        p99_ms=pct(0.99),
-        max_ms=latencies[-1] * 1000 if count else float("nan"),
+        duration=result.duration,
+        commands=result.commands,
+        errors=result.error_count + sum(n for code, n in result.results.items() if code != 0),
+        per_second=result.commands_per_s,
+        p50_ms=ms("p50"),
+        p90_ms=ms("p90"),
+        p99_ms=ms("p99"),
+        max_ms=ms("max"),
     )
 
 
