@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, TypeAlias
 
 from ctrlsock import __version__
 from ctrlsock.errors import (
@@ -46,6 +46,9 @@ from ctrlsock.errors import (
 
 if TYPE_CHECKING:
     import typer
+
+    # The PATH... argument of status and cleanup, bound for real by build_app (it needs typer).
+    _PathArguments: TypeAlias = list[Path] | None
 
     from ctrlsock.bench import BenchResult
     from ctrlsock.probe import ProbeReport
@@ -807,19 +810,8 @@ def _root(
     pass
 
 
-# Path parameters say readable=False: typer would otherwise refuse an existing path it cannot read
-# (a socket, or another user's), which the library must see and report with its own exit code.
-
-
 def _status_command(
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            metavar="PATH...",
-            readable=False,
-            help="Socket paths or directories (default: the default socket).",
-        ),
-    ] = None,
+    paths: _PathArguments = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per path.")] = False,
     timeout: Annotated[
         float,
@@ -832,14 +824,7 @@ def _status_command(
 
 
 def _cleanup_command(
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            metavar="PATH...",
-            readable=False,
-            help="Socket paths or directories (default: the default socket).",
-        ),
-    ] = None,
+    paths: _PathArguments = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be done and why; change nothing.")
     ] = False,
@@ -978,10 +963,21 @@ _app: typer.Typer | None = None
 
 def build_app() -> typer.Typer:
     """The typer app (built once; importing typer is most of ``ctrlsock``'s start-up time)."""
-    global _app, typer  # noqa: PLW0603  (typer is bound lazily; the command signatures name it)
+    global _app, typer, _PathArguments  # noqa: PLW0603  (bound lazily; the command signatures name them)
     if _app is not None:
         return _app
     import typer  # noqa: PLC0415
+
+    # Path parameters say readable=False: typer would otherwise refuse an existing path it cannot read
+    # (a socket, or another user's), which the library must see and report with its own exit code.
+    _PathArguments = Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="PATH...",
+            readable=False,
+            help="Socket paths or directories (default: the default socket).",
+        ),
+    ]
 
     app = typer.Typer(
         name=PROG,

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import has_exited, kill_foreign, stop_child
+
 KEA_BINARY = "kea-dhcp4"
 READY_TIMEOUT = 15.0
 
@@ -51,15 +53,6 @@ def ask_kea(socket_path: Path, command: str, timeout: float = 2.0) -> dict[str, 
             chunks.append(chunk)
     reply: dict[str, Any] = json.loads(b"".join(chunks))
     return reply
-
-
-def _process_is_gone(pid: int) -> bool:
-    """True once ``pid`` has exited; a zombie counts as gone (this machine's PID 1 reaps slowly)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rpartition(")")[2].split()[0] in {"Z", "X"}
 
 
 @dataclass
@@ -111,9 +104,7 @@ class KeaDaemon:
 
     def kill(self) -> None:
         """SIGKILL, reap, and remove the PID file Kea would otherwise trip over on its next start."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        stop_child(self.process)
         self.pid_file.unlink(missing_ok=True)
 
     def terminate(self) -> None:
@@ -135,7 +126,7 @@ class KeaDaemon:
             pids = [int(line) for line in record.read_text().split()]
         except FileNotFoundError:
             return []
-        return [pid for pid in pids if not _process_is_gone(pid)]
+        return [pid for pid in pids if not has_exited(pid)]
 
     def wait_for_lfc(self, timeout: float = 10.0) -> list[int]:
         deadline = time.monotonic() + timeout
@@ -149,8 +140,7 @@ class KeaDaemon:
         """Stop Kea and any cleaner children it left; used by fixtures in ``finally``."""
         self.kill()
         for pid in self.lfc_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            kill_foreign(pid)
 
 
 def write_config(directory: Path, *, lfc_sleep: float | None) -> Path:

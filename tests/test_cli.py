@@ -24,17 +24,15 @@ import pytest
 from ctrlsock import __version__
 from ctrlsock.cli import ExitCode
 from tests.children.cli_support import (
-    REPO,
     cli_env,
     holder_pids,
-    kill_pid,
     run_cli,
     run_cli_bytes,
     serving,
-    start_child,
+    start_child_until_ready,
     status_json,
-    stop,
 )
+from tests.support import REPO_DIR, kill_foreign, stop_child
 
 ANSI = re.compile(r"\x1b\[")
 
@@ -53,14 +51,14 @@ def reply_server(sock_dir: Path) -> Iterator[Callable[[str], Path]]:
 
     def start(mode: str) -> Path:
         path = sock_dir / f"r{len(children)}.sock"
-        children.append(start_child("cli_reply_server.py", path, mode))
+        children.append(start_child_until_ready("cli_reply_server.py", path, mode)[0])
         return path
 
     try:
         yield start
     finally:
         for child in children:
-            stop(child)
+            stop_child(child)
 
 
 # --- everywhere -------------------------------------------------------------------------------------
@@ -170,7 +168,7 @@ def test_output_is_coloured_on_a_terminal_only(sock_path: Path) -> None:
             stdout=follower,
             stderr=subprocess.PIPE,
             env={key: value for key, value in cli_env(TERM="xterm").items() if key != "NO_COLOR"},
-            cwd=REPO,
+            cwd=REPO_DIR,
             timeout=60,
             check=False,
         )
@@ -324,10 +322,10 @@ def test_status_never_changes_anything(sock_path: Path) -> None:
 
 
 def test_stuck_through_inherited_descriptor_then_terminate_holders(sock_path: Path) -> None:
-    daemon = start_child("cli_inheritor.py", sock_path)
-    child_pid = int(daemon.early[0].split()[1])  # type: ignore[attr-defined]
+    daemon, early_lines = start_child_until_ready("cli_inheritor.py", sock_path)
+    child_pid = int(early_lines[0].split()[1])
     try:
-        stop(daemon)  # SIGKILL: the child keeps the lock and the listening socket
+        stop_child(daemon)  # SIGKILL: the child keeps the lock and the listening socket
         done = run_cli("status", "--timeout", "0.3", sock_path)
         assert done.returncode == ExitCode.STUCK, done.stdout
         assert str(child_pid) in done.stdout
@@ -351,7 +349,7 @@ def test_stuck_through_inherited_descriptor_then_terminate_holders(sock_path: Pa
         assert not sock_path.exists()
         assert run_cli("status", sock_path).returncode == ExitCode.STOPPED
     finally:
-        kill_pid(child_pid)
+        kill_foreign(child_pid)
 
 
 # --- cleanup refuses what is not provably ours ------------------------------------------------------
@@ -480,7 +478,7 @@ def test_send_permission_denied(reply_server: Callable[[str], Path]) -> None:
         text=True,
         timeout=60,
         env=cli_env(),
-        cwd=REPO,
+        cwd=REPO_DIR,
         check=False,
     )
     assert done.returncode == ExitCode.PERMISSION_DENIED, done.stderr
@@ -524,6 +522,14 @@ def test_bench_counts_unparsable_replies_as_errors(reply_server: Callable[[str],
     assert done.returncode == ExitCode.BENCH_ERRORS, done.stderr
     assert "bad-reply" in done.stderr
     assert_one_error_line(done.stderr)
+
+
+def test_bench_tells_truncated_replies_from_unparsable_ones(reply_server: Callable[[str], Path]) -> None:
+    path = reply_server("truncate")
+    done = run_cli("bench", path, "--clients", "1", "--duration", "0.3")
+    assert done.returncode == ExitCode.BENCH_ERRORS, done.stderr
+    assert "truncated" in done.stderr
+    assert "bad-reply" not in done.stderr
 
 
 def test_bench_without_a_socket(sock_path: Path) -> None:

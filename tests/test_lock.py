@@ -37,8 +37,8 @@ from ctrlsock.procfs import (
     is_flock_held,
     read_process,
 )
-from tests.children.lock_support import Child, kill_foreign, wait_for_state
 from tests.kea import KeaDaemon, start_kea
+from tests.support import Child, kill_foreign, wait_for_state
 
 RACERS = 20
 
@@ -327,7 +327,7 @@ def test_twenty_racers_exactly_one_wins_and_every_loser_names_it(sock_path: Path
             os.close(barrier_write)
         os.close(barrier_read)
         for racer in racers:
-            racer.close()
+            racer.kill()
 
 
 # --- unsafe paths ---------------------------------------------------------------------------------

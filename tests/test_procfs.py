@@ -20,7 +20,7 @@ from ctrlsock.procfs import (
     is_flock_held,
     read_process,
 )
-from tests.children.lock_support import Child, kill_foreign, wait_for_state
+from tests.support import Child, kill_foreign, wait_for_state
 
 
 def test_read_process_describes_this_process() -> None:

@@ -18,8 +18,9 @@ from ctrlsock.errors import RecoveryError, UnsafePathError
 from ctrlsock.lock import lock_path_for, read_record, take_lock
 from ctrlsock.probe import State, probe
 from ctrlsock.recover import check_directory_safe, cleanup, remove_orphans, terminate_holders
-from tests.children.probe_support import run_as_nobody, running_server, wait_gone
+from tests.children.probe_support import run_as_nobody, running_server
 from tests.kea import start_kea
+from tests.support import wait_gone
 
 TIMEOUT = 0.3
 

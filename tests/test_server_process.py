@@ -23,19 +23,11 @@ from ctrlsock.errors import LockHeldError
 from ctrlsock.lock import lock_path_for
 from ctrlsock.server import ControlServer, ServerConfig
 from tests.children.server_client import ask
+from tests.support import read_line, stop_child
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = ROOT / "tests" / "children" / "server_daemon.py"
 READY_TIMEOUT = 20.0
-
-
-def read_line(process: subprocess.Popen[str], timeout: float = READY_TIMEOUT) -> str:
-    """One line of the child's stdout, waiting at most ``timeout`` (never a bare sleep)."""
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    if not ready:
-        raise TimeoutError(f"child {process.pid} printed nothing within {timeout}s")
-    return process.stdout.readline().strip()
 
 
 @pytest.fixture
@@ -53,12 +45,7 @@ def spawn() -> Iterator[Any]:
         yield start
     finally:
         for process in children:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
-            for stream in (process.stdout, process.stderr):
-                if stream is not None:
-                    stream.close()
+            stop_child(process)
 
 
 @pytest.mark.parametrize("embedding", ["thread", "asyncio", "daemon"])
@@ -344,9 +331,4 @@ def test_real_socket_activation_with_systemd_socket_activate(sock_path: Path) ->
         assert activator.wait(timeout=10) == 0
         assert os.lstat(sock_path).st_ino == inode  # never unlinked: the manager owns it
     finally:
-        if activator.poll() is None:
-            activator.kill()
-        activator.wait(timeout=10)
-        for stream in (activator.stdout, activator.stderr):
-            if stream is not None:
-                stream.close()
+        stop_child(activator)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import shutil
 import signal
 import socket
@@ -23,6 +22,7 @@ import pytest
 
 from ctrlsock.errors import ServerError
 from ctrlsock.server.systemd import is_unix_stream_listener, listen_fds, listen_fds_with_names, notify
+from tests.support import read_line, stop_child
 
 CHILD = Path(__file__).parent / "children" / "systemd_listener.py"
 READ_TIMEOUT = 10.0
@@ -43,35 +43,6 @@ for index, fd in enumerate(parked):
 os.environ["LISTEN_PID"] = str(os.getpid()) if sys.argv[2] == "self" else sys.argv[2]
 os.execv(sys.argv[3], sys.argv[3:])
 """
-
-
-def _readline(process: subprocess.Popen[str], timeout: float = READ_TIMEOUT) -> str:
-    # Byte by byte from the descriptor: a buffered readline() could swallow the next line too, and the
-    # selector would then wait for bytes that were already read.
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    line = bytearray()
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            if not selector.select(timeout):
-                raise AssertionError(f"child printed nothing within {timeout} s (so far: {bytes(line)!r})")
-            byte = os.read(fd, 1)
-            if not byte:
-                raise AssertionError(
-                    f"child exited early with {process.wait(timeout)} (so far: {bytes(line)!r})"
-                )
-            line += byte
-    return line[:-1].decode()
-
-
-def _reap(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.kill()
-    process.wait(READ_TIMEOUT)
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
 
 
 def _start_with_fds(
@@ -102,10 +73,10 @@ def _start_with_fds(
 
 
 def _report(process: subprocess.Popen[str]) -> dict[str, Any]:
-    line = _readline(process)
+    line = read_line(process)
     assert not line.startswith("error:"), line
     report: dict[str, Any] = json.loads(line)
-    assert _readline(process) == "ready"
+    assert read_line(process) == "ready"
     return report
 
 
@@ -211,7 +182,7 @@ def test_child_adopts_passed_listener_as_close_on_exec_socket(sock_dir: Path) ->
         # The parent closed its copy: only the child can be answering.
         assert _exchange(path, b"hello") == b"echo:hello"
     finally:
-        _reap(process)
+        stop_child(process)
 
 
 def test_child_gets_names_of_several_descriptors_in_order(sock_dir: Path) -> None:
@@ -228,7 +199,7 @@ def test_child_gets_names_of_several_descriptors_in_order(sock_dir: Path) -> Non
         assert report["environment"]["LISTEN_FDNAMES"] == "ctrl:metrics"
         assert report["environment"]["LISTEN_PID"] == str(report["pid"])
     finally:
-        _reap(process)
+        stop_child(process)
 
 
 def test_child_leaves_descriptors_meant_for_another_pid_alone(sock_dir: Path) -> None:
@@ -239,7 +210,7 @@ def test_child_leaves_descriptors_meant_for_another_pid_alone(sock_dir: Path) ->
         assert report["sockets"] == []
         assert report["fd3_inheritable"] is True  # untouched: not ours to mark close-on-exec
     finally:
-        _reap(process)
+        stop_child(process)
 
 
 def test_passed_descriptor_that_is_not_a_socket_is_an_error() -> None:
@@ -250,10 +221,10 @@ def test_passed_descriptor_that_is_not_a_socket_is_an_error() -> None:
         os.close(read_end)
         os.close(write_end)
     try:
-        assert _readline(process).startswith("error: passed descriptor 3 is not a usable socket")
+        assert read_line(process).startswith("error: passed descriptor 3 is not a usable socket")
         assert process.wait(READ_TIMEOUT) == 2
     finally:
-        _reap(process)
+        stop_child(process)
 
 
 def _require_socket_activate() -> str:
@@ -287,7 +258,7 @@ def test_systemd_socket_activate_starts_child_with_named_listener(sock_dir: Path
             ("ctrl", 3, False)
         ]
     finally:
-        _reap(process)
+        stop_child(process)
 
 
 # --- is_unix_stream_listener ------------------------------------------------------------------------
@@ -455,7 +426,7 @@ def test_serve_notifies_ready_then_stopping(sock_dir: Path) -> None:
             assert _stop(process) == 0
             assert _wait_for_state(receiver, b"STOPPING=1") == process.pid
         finally:
-            _reap(process)
+            stop_child(process)
 
 
 def test_serve_adopts_manager_socket_and_leaves_it_in_place_across_restarts(sock_dir: Path) -> None:
@@ -473,7 +444,7 @@ def test_serve_adopts_manager_socket_and_leaves_it_in_place_across_restarts(sock
             assert reply["arguments"]["pid"] == process.pid
             assert _stop(process) == 0
         finally:
-            _reap(process)
+            stop_child(process)
         # The service is gone; the manager's socket is not: same file, still accepting.
         assert path.lstat().st_ino == listener_inode
         assert is_unix_stream_listener(listener, path)
@@ -489,7 +460,7 @@ def test_serve_adopts_manager_socket_and_leaves_it_in_place_across_restarts(sock
                 assert json.loads(b"".join(chunks))["result"] == 0
                 assert _stop(process) == 0
             finally:
-                _reap(process)
+                stop_child(process)
         assert path.lstat().st_ino == listener_inode
 
 
@@ -545,6 +516,6 @@ def test_systemd_socket_activate_round_trip_with_ctrlsock_serve(sock_dir: Path) 
             assert _request(path, "status-get")["arguments"]["pid"] == process.pid
             assert _stop(process) == 0
         finally:
-            _reap(process)
+            stop_child(process)
         # ctrlsock serve did not bind this socket, so it must not unlink it.
         assert path.lstat().st_ino == listener_inode

@@ -19,16 +19,16 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-CHILDREN = Path(__file__).resolve().parent
+from tests.support import REPO_DIR, read_line, start_child, stop_child
+
 READY_TIMEOUT = 20.0
 
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO_DIR) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("NOTIFY_SOCKET", None)
     env.update(extra)
     return env
@@ -49,7 +49,7 @@ def run_cli(
         text=True,
         timeout=timeout,
         env=env or cli_env(),
-        cwd=REPO,
+        cwd=REPO_DIR,
         user=user,
         check=False,
     )
@@ -61,72 +61,25 @@ def run_cli_bytes(*args: object, timeout: float = 60.0) -> subprocess.CompletedP
         capture_output=True,
         timeout=timeout,
         env=cli_env(),
-        cwd=REPO,
+        cwd=REPO_DIR,
         check=False,
     )
 
 
-def read_line(stream: IO[bytes], timeout: float = READY_TIMEOUT) -> str:
-    """One line from a child's unbuffered pipe, or TimeoutError; never blocks past ``timeout``.
+def start_child_until_ready(script: str, *args: object) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """A tests/children script run with the CLI's environment, once it printed ``ready``.
 
-    Reads byte by byte from the descriptor: a buffered ``readline`` could swallow the next line into
-    its buffer, where ``select`` no longer sees it.
+    Returns the process and the lines it printed before ``ready``.
     """
-    deadline = time.monotonic() + timeout
-    line = bytearray()
-    with selectors.DefaultSelector() as selector:
-        selector.register(stream, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not selector.select(remaining):
-                raise TimeoutError(f"no line from the child within {timeout} s")
-            byte = os.read(stream.fileno(), 1)
-            if not byte:
-                break
-            line += byte
-    return line.decode()
-
-
-def start_child(script: str, *args: object) -> subprocess.Popen[bytes]:
-    """A tests/children script; returns once it printed ``ready`` (lines before it are in ``.early``)."""
-    process = subprocess.Popen(
-        [sys.executable, str(CHILDREN / script), *(str(arg) for arg in args)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        bufsize=0,
-        env=cli_env(),
-        cwd=REPO,
-    )
-    early: list[str] = []
+    process = start_child(script, *args, env=cli_env())
+    early_lines: list[str] = []
     try:
-        while (line := read_line(process.stdout)).strip() != "ready":  # type: ignore[arg-type]
-            if not line:
-                raise RuntimeError(f"{script} exited before it was ready ({process.wait()})")
-            early.append(line.strip())
+        while (line := read_line(process)) != "ready":
+            early_lines.append(line)
     except BaseException:
-        stop(process)
+        stop_child(process)
         raise
-    process.early = early  # type: ignore[attr-defined]
-    return process
-
-
-def stop(process: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(sig)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    for stream in (process.stdin, process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
-
-
-def kill_pid(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    return process, early_lines
 
 
 class Serve:
@@ -149,7 +102,7 @@ class Serve:
                 stdout=log,
                 stderr=log,
                 env={**(env or cli_env()), "NOTIFY_SOCKET": str(self._notify_path)},
-                cwd=REPO,
+                cwd=REPO_DIR,
             )
         try:
             self._wait_ready()
@@ -186,14 +139,13 @@ class Serve:
         raise TimeoutError(f"ctrlsock serve did not send READY=1: {self.log()}")
 
     def kill(self) -> None:
-        stop(self.process, signal.SIGKILL)
+        stop_child(self.process)
 
     def terminate(self) -> int:
-        stop(self.process, signal.SIGTERM)
-        return self.process.returncode
+        return stop_child(self.process, signal.SIGTERM)
 
     def close(self) -> None:
-        stop(self.process, signal.SIGKILL)
+        stop_child(self.process)
         self._notify.close()
         shutil.rmtree(self._work_dir, ignore_errors=True)
 

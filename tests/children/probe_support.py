@@ -1,34 +1,16 @@
-"""Helpers shared by test_probe.py and test_recover.py: start child daemons and wait for ``ready``."""
+"""Helpers shared by test_probe.py and test_recover.py: start ``probe_server.py`` and wait for ``ready``."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHILDREN = Path(__file__).resolve().parent
-REPO = CHILDREN.parents[1]
-READY_TIMEOUT = 20.0
-
-
-def read_line(process: subprocess.Popen[bytes], timeout: float = READY_TIMEOUT) -> str:
-    """One line from the child's stdout, or fail after ``timeout`` (never a sleep)."""
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            raise TimeoutError(f"child {process.args!r} printed nothing within {timeout} s")
-    line = process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"child {process.args!r} exited with {process.wait()} before it was ready")
-    return line.decode().strip()
+from tests.support import CHILDREN_DIR, REPO_DIR, expect_ready, kill_foreign, start_child, stop_child
 
 
 @dataclass
@@ -46,9 +28,7 @@ class ServerChild:
 
     def kill(self) -> None:
         """SIGKILL the server and reap it (so it is dead, not a zombie)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        stop_child(self.process)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGSTOP)
@@ -60,28 +40,18 @@ class ServerChild:
         self.kill()
         for pid in [self.inheritor, *self.extra_pids]:
             if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        if self.process.stdin is not None:
-            self.process.stdin.close()
+                kill_foreign(pid)
 
 
 def start_server(socket_path: Path, *options: str) -> ServerChild:
-    process = subprocess.Popen(
-        [sys.executable, str(CHILDREN / "probe_server.py"), str(socket_path), *options],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=REPO,
-    )
-    child = ServerChild(process)
+    """``probe_server.py SOCKET OPTIONS...`` once it printed ``ready`` (or ``ready child PID``)."""
+    child = ServerChild(start_child("probe_server.py", socket_path, *options))
     try:
-        line = read_line(process)
-        if line.startswith("ready child "):
-            child.inheritor = int(line.split()[2])
+        words = expect_ready(child.process)
+        if words[:1] == ["child"]:
+            child.inheritor = int(words[1])
         else:
-            assert line == "ready", line
+            assert not words, words
     except BaseException:
         child.cleanup()
         raise
@@ -97,28 +67,12 @@ def running_server(socket_path: Path, *options: str) -> Iterator[ServerChild]:
         child.cleanup()
 
 
-def wait_gone(pid: int, timeout: float = 10.0) -> None:
-    """Block until ``pid`` has exited (zombie counts), through a pidfd: no polling sleep."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            deadline = time.monotonic() + timeout
-            if not selector.select(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"pid {pid} still alive after {timeout} s")
-    finally:
-        os.close(fd)
-
-
 def run_as_nobody(*arguments: str) -> str:
     """Run ``probe_as_user.py`` as ``nobody`` and return its stdout (one JSON document)."""
     result = subprocess.run(
-        [sys.executable, str(CHILDREN / "probe_as_user.py"), *arguments],
+        [sys.executable, str(CHILDREN_DIR / "probe_as_user.py"), *arguments],
         capture_output=True,
-        cwd=REPO,
+        cwd=REPO_DIR,
         timeout=60,
         check=False,
     )

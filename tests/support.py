@@ -1,0 +1,191 @@
+"""Child processes in tests: start a tests/children script, read its lines with a deadline, kill and reap it.
+
+Readiness is a signal the child gives (a ``ready`` line), never a sleep. The only polling is of
+``/proc/PID/stat``, and only where the kernel, not the child, decides when a state is reached (SIGSTOP).
+Not a child script: the scripts in tests/children run by path and import nothing from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final, Self
+
+REPO_DIR: Final = Path(__file__).resolve().parents[1]
+CHILDREN_DIR: Final = REPO_DIR / "tests" / "children"
+LINE_TIMEOUT: Final = 20.0
+REAP_TIMEOUT: Final = 10.0
+
+
+def start_child(
+    script: str, *args: object, env: dict[str, str] | None = None, pass_fds: Sequence[int] = ()
+) -> subprocess.Popen[bytes]:
+    """Run tests/children/SCRIPT from the repository root, its stdin and stdout unbuffered pipes.
+
+    The caller waits for its ``ready`` line (``expect_ready``) and calls ``stop_child`` in ``finally``.
+    """
+    return subprocess.Popen(
+        [sys.executable, str(CHILDREN_DIR / script), *(str(arg) for arg in args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        bufsize=0,
+        env=env,
+        cwd=REPO_DIR,
+        pass_fds=pass_fds,
+    )
+
+
+def read_line(process: subprocess.Popen[Any], timeout: float = LINE_TIMEOUT) -> str:
+    """The child's next stdout line without its line break.
+
+    Raises ``TimeoutError`` if no whole line comes within ``timeout``, ``EOFError`` if stdout closes first.
+    Reads the descriptor byte by byte: a buffered ``readline`` could pull the next line into a Python
+    buffer, where ``select`` no longer sees it.
+    """
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                raise TimeoutError(
+                    f"child {process.pid} printed no line within {timeout} s (so far {bytes(line)!r})"
+                )
+            byte = os.read(fd, 1)
+            if not byte:
+                raise EOFError(
+                    f"child {process.pid} closed stdout, {_exit_status(process)} (so far {bytes(line)!r})"
+                )
+            line += byte
+    return line[:-1].decode()
+
+
+def _exit_status(process: subprocess.Popen[Any]) -> str:
+    try:
+        return f"exit status {process.wait(timeout=REAP_TIMEOUT)}"
+    except subprocess.TimeoutExpired:
+        return "still running"
+
+
+def expect_ready(process: subprocess.Popen[Any], timeout: float = LINE_TIMEOUT) -> list[str]:
+    """Wait for the child's next line, which must be ``ready [WORD...]``; return the words after ``ready``."""
+    words = read_line(process, timeout).split()
+    assert words[:1] == ["ready"], words
+    return words[1:]
+
+
+def stop_child(
+    process: subprocess.Popen[Any], sig: int = signal.SIGKILL, timeout: float = REAP_TIMEOUT
+) -> int:
+    """Send ``sig`` unless the child exited, reap it, close its pipes; return its exit status.
+
+    A child that ``sig`` did not end within ``timeout`` is killed: no test leaves a process behind.
+    """
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+    return process.returncode
+
+
+class Child:
+    """A tests/children script, its lines read with a deadline; leaving the ``with`` kills and reaps it."""
+
+    def __init__(self, script: str, *args: object, pass_fds: Sequence[int] = ()) -> None:
+        self.process = start_child(script, *args, pass_fds=pass_fds)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def readline(self, timeout: float = LINE_TIMEOUT) -> str:
+        return read_line(self.process, timeout)
+
+    def expect_ready(self) -> list[str]:
+        return expect_ready(self.process)
+
+    def send_line(self, text: str = "") -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        """SIGKILL the child (unless it exited), reap it and close its pipes."""
+        stop_child(self.process)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` in ``/proc/PID/stat`` (``R``, ``S``, ``T``, ``Z``...), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name in parentheses may hold spaces and ")": the state follows the last ")".
+    return stat.rpartition(")")[2].split()[0]
+
+
+def has_exited(pid: int) -> bool:
+    """True once ``pid`` has exited; a zombie counts (this machine's PID 1 reaps slowly)."""
+    return process_state(pid) in {None, "Z", "X"}
+
+
+def wait_for_state(pid: int, states: str, timeout: float = LINE_TIMEOUT) -> str:
+    """Poll ``/proc/PID/stat`` (bounded) until the state letter is one of ``states``; return it.
+
+    Used only where the kernel, not the child, decides when a state is reached (SIGSTOP, exit).
+    """
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        state = process_state(pid)
+        if state is not None and state in states:
+            return state
+        time.sleep(0.005)
+    raise AssertionError(f"pid {pid} did not reach state {states!r} (last {state!r})")
+
+
+def wait_gone(pid: int, timeout: float = REAP_TIMEOUT) -> None:
+    """Block until ``pid`` has exited (a zombie counts), through a pidfd: no polling sleep."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise TimeoutError(f"pid {pid} still alive after {timeout} s")
+    finally:
+        os.close(fd)
+
+
+def kill_foreign(pid: int) -> None:
+    """SIGKILL a process we did not start directly (a grandchild) and wait until it has exited."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    wait_gone(pid)
