@@ -42,9 +42,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
-from filelock import FileLock, Timeout
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 from ctrlsock.errors import LockError, LockHeldError, UnsafePathError
 from ctrlsock.procfs import (
@@ -547,6 +548,10 @@ def _attempt(socket_path: Path, lock_path: Path, program: str | None) -> SocketL
         record = HolderRecord.for_current_process(socket_path, program)
         _write_record(fd, record.encode())
         taken.append((fd, record))
+
+    # Imported here: probes (``ctrlsock status`` every few seconds) read records but never take the lock,
+    # and filelock is half of what importing this module costs.
+    from filelock import FileLock, Timeout  # noqa: PLC0415
 
     lock = FileLock(
         lock_path,
