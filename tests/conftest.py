@@ -8,8 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.kea import KeaDaemon, require_kea, start_kea
+
+# Tests never assert wall-clock bounds (speed is measured by benchmarks): Hypothesis's per-example
+# deadline would turn a busy 2-core CI machine into flaky failures.
+settings.register_profile("ctrlsock", deadline=None, print_blob=True)
+settings.load_profile("ctrlsock")
 
 
 @pytest.fixture
