@@ -16,6 +16,9 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 # Imported while still root: the interpreter may live where nobody cannot read (e.g. /root/.pyenv).
+# filelock too: ctrlsock.lock imports it only when a lock is taken, which here is after setuid.
+import filelock  # noqa: E402, F401
+
 from ctrlsock.lock import take_lock  # noqa: E402
 from ctrlsock.probe import probe, probe_paths  # noqa: E402
 from ctrlsock.recover import cleanup, remove_orphans  # noqa: E402
