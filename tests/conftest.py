@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +32,14 @@ def sock_dir() -> Iterator[Path]:
 @pytest.fixture
 def sock_path(sock_dir: Path) -> Path:
     return sock_dir / "ctrl.sock"
+
+
+@pytest.fixture
+def nobody_dir(sock_dir: Path) -> Path:
+    """A socket directory for tests that act as, or on behalf of, the user ``nobody`` (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    return sock_dir
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import pwd
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -264,17 +263,6 @@ def test_report_to_json_has_the_documented_keys(sock_path: Path) -> None:
 
 
 # --- another user's view ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def nobody_dir() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to nobody")
-    path = Path(tempfile.mkdtemp(prefix="cs-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def test_probe_says_unknown_without_permission(nobody_dir: Path) -> None:

@@ -315,17 +315,6 @@ def test_a_sticky_shared_directory_allows_only_our_own_files(sock_dir: Path) -> 
         assert theirs.exists()
 
 
-@pytest.fixture
-def nobody_dir() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to act as another user")
-    path = Path(tempfile.mkdtemp(prefix="cs-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def test_root_removes_another_users_orphaned_socket_in_a_safe_directory(nobody_dir: Path) -> None:
     # The documented rule: owned by us, or we are root (and the directory is not shared).
     sock_path = nobody_dir / "ctrl.sock"
