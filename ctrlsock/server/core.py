@@ -302,6 +302,14 @@ class ControlServer:
             LockHeldError: another process holds the socket's lock.
             ServerError: the socket could not be set up.
         """
+        engine = self._open_engine()
+        try:
+            engine.run(ready=self._ready)
+        finally:
+            self._closed()
+
+    def _open_engine(self) -> SelectorEngine:
+        """Take the lock, bind, and attach an epoll engine to the endpoint (closed again on failure)."""
         endpoint = self._open()
         try:
             engine = SelectorEngine(self, endpoint)
@@ -309,10 +317,7 @@ class ControlServer:
             self._closed()
             raise
         self._set_engine(engine)
-        try:
-            engine.run(ready=self._ready)
-        finally:
-            self._closed()
+        return engine
 
     def start_in_thread(self, *, name: str | None = None) -> None:
         """Open the socket now (errors raise here) and serve on a background daemon thread.
@@ -321,13 +326,7 @@ class ControlServer:
             LockHeldError: another process holds the socket's lock.
             ServerError: the socket could not be set up, or the server is already running.
         """
-        endpoint = self._open()
-        try:
-            engine = SelectorEngine(self, endpoint)
-        except BaseException:
-            self._closed()
-            raise
-        self._set_engine(engine)
+        engine = self._open_engine()
         started = threading.Event()
 
         def ready() -> None:
