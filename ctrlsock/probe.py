@@ -591,13 +591,26 @@ def _describe_lock(
 # --- scanning -----------------------------------------------------------------------------------------
 
 
+def _is_socket_or_missing(path: Path) -> bool:
+    """False only when ``path`` is known to be something other than a socket."""
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return True  # missing, or not ours to look at: the probe reports it (stale or unknown)
+
+
 def _socket_paths_in(directory: Path) -> list[Path]:
     found: set[Path] = set()
     with os.scandir(directory) as entries:
         for entry in entries:
             path = Path(entry.path)
             if entry.name.endswith(LOCK_SUFFIX) and len(entry.name) > len(LOCK_SUFFIX):
-                found.add(path.with_name(entry.name[: -len(LOCK_SUFFIX)]))
+                guarded = path.with_name(entry.name[: -len(LOCK_SUFFIX)])
+                # Other programs keep locks beside their files in the same directories (Kea's logger takes
+                # kea.log.lock in /run/kea): a lock whose path names an existing non-socket guards that
+                # file, not a control socket. Only a missing path (a crashed daemon's) or a socket counts.
+                if _is_socket_or_missing(guarded):
+                    found.add(guarded)
                 continue
             try:
                 if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):

@@ -89,6 +89,14 @@ def test_status_says_running_with_keas_pid(kea_daemon: KeaDaemon) -> None:
     assert "kea-dhcp4" in done.stdout
 
 
+def test_status_of_keas_directory_reports_only_its_socket(kea_daemon: KeaDaemon) -> None:
+    # Kea keeps its logger's kea.log.lock in the same directory: that lock guards a log, not a socket.
+    assert (kea_daemon.directory / "kea.log.lock").exists()
+    code, reports = status_json(kea_daemon.directory)
+    assert [report["socket"] for report in reports] == [str(kea_daemon.socket_path)]
+    assert code == ExitCode.OK
+
+
 def test_stale_after_sigkill_and_cleanup_lets_kea_start_again(kea_directory: Path) -> None:
     kea = start_kea(kea_directory)
     try:

@@ -239,10 +239,16 @@ def test_probe_paths_scans_every_socket_and_lock_file_in_a_directory(sock_dir: P
     leave_orphaned_socket(sock_dir / "a.sock")
     take_lock(sock_dir / "b.sock").release(clear_record=False)  # a record left behind, no socket
     (sock_dir / "notes.txt").write_text("not a socket")
+    # Kea's logger keeps kea.log.lock beside its sockets: a lock guarding a regular file is not ours.
+    (sock_dir / "kea.log").write_text("log")
+    (sock_dir / "kea.log.lock").write_bytes(b"")
     with running_server(sock_dir / "c.sock"):
         reports = probe_paths([sock_dir], timeout=5.0)
     states = {report.socket_path.name: report.state for report in reports}
     assert states == {"a.sock": State.STALE, "b.sock": State.STALE, "c.sock": State.RUNNING}
+    # Named explicitly, the same path is judged, and is not ours.
+    [explicit] = probe_paths([sock_dir / "kea.log.lock"], timeout=TIMEOUT)
+    assert explicit.state is State.FOREIGN
 
 
 def test_probe_paths_takes_a_lock_file_for_its_socket(sock_path: Path) -> None:
