@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import socket
 import stat
 import subprocess
@@ -214,6 +215,24 @@ def test_shutdown_rejects_a_non_integer_exit_value(server: ControlServer) -> Non
 
 
 # --- framing and errors ----------------------------------------------------------------------------
+
+
+def test_socat_the_documented_kea_shell_client_gets_the_reply(server: ControlServer) -> None:
+    # `socat UNIX:PATH -,ignoreeof` is Kea's documented client; it half-closes after stdin's EOF.
+    if shutil.which("socat") is None:
+        if os.environ.get("CI"):
+            pytest.fail("socat is not installed but CI must run this interop test")
+        pytest.skip("socat is not installed")
+    done = subprocess.run(
+        ["socat", f"UNIX:{server.socket_path}", "-,ignoreeof"],
+        input=b'{ "command": "list-commands" }\n',
+        capture_output=True,
+        timeout=10,
+        check=True,
+    )
+    reply = json.loads(done.stdout)
+    assert reply["result"] == 0
+    assert "list-commands" in reply["arguments"]
 
 
 def test_request_split_in_pieces_is_answered(server: ControlServer) -> None:
