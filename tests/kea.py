@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,80 @@ def start_kea(directory: Path, *, lfc_sleep: float | None = None) -> KeaDaemon:
         daemon.cleanup()
         raise
     return daemon
+
+
+@dataclass
+class CtrlAgent:
+    """A real ``kea-ctrl-agent`` forwarding HTTP commands for service ``dhcp4`` to a unix socket."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def post(self, document: dict[str, Any], timeout: float = 5.0) -> Any:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/",
+            data=json.dumps(document).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kea-ctrl-agent exited with {self.process.returncode}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.5):
+                return
+            time.sleep(0.02)  # the agent offers no readiness signal but its listening port
+        raise TimeoutError(f"kea-ctrl-agent not listening after {timeout}s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_ctrl_agent(directory: Path, socket_path: Path) -> CtrlAgent:
+    """Start ``kea-ctrl-agent`` on a free loopback port, forwarding service ``dhcp4`` to ``socket_path``."""
+    if shutil.which("kea-ctrl-agent") is None:
+        if os.environ.get("CTRLSOCK_REQUIRE_KEA"):
+            pytest.fail("kea-ctrl-agent is not installed but CTRLSOCK_REQUIRE_KEA is set")
+        pytest.skip("kea-ctrl-agent is not installed")
+    port = _free_loopback_port()
+    log_path = directory / "ctrl-agent.log"
+    config = {
+        "Control-agent": {
+            "http-host": "127.0.0.1",
+            "http-port": port,
+            "control-sockets": {"dhcp4": {"socket-type": "unix", "socket-name": str(socket_path)}},
+            "loggers": [
+                {"name": "kea-ctrl-agent", "output_options": [{"output": str(log_path)}], "severity": "INFO"}
+            ],
+        }
+    }
+    config_path = directory / "ctrl-agent.json"
+    config_path.write_text(json.dumps(config))
+    env = dict(os.environ, KEA_PIDFILE_DIR=str(directory), KEA_LOCKFILE_DIR=str(directory))
+    process = subprocess.Popen(
+        ["kea-ctrl-agent", "-c", str(config_path)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    agent = CtrlAgent(process, port, log_path)
+    try:
+        agent.wait_ready()
+    except BaseException:
+        agent.stop()
+        raise
+    return agent
