@@ -65,8 +65,6 @@ __all__ = [
 
 PROG: Final = "ctrlsock"
 DEFAULT_SOCKET_NAME: Final = "ctrlsock.sock"
-# sun_path holds 108 bytes including the terminating NUL (DESIGN.md section 6).
-MAX_SOCKET_PATH: Final = 107
 DEFAULT_STATUS_TIMEOUT: Final = 1.0
 DEFAULT_SEND_TIMEOUT: Final = 10.0
 # How long --terminate-holders waits after SIGTERM before SIGKILL.
@@ -253,13 +251,8 @@ def _check_socket_directory(directory: Path, *, private_only: bool) -> None:
 def _socket_argument(path: Path | None, *, create: bool = False) -> Path:
     """A SOCKET argument resolved (the default when left out) and checked to fit ``sun_path``."""
     resolved = default_socket_path(create=create) if path is None else path
-    _check_fits_sun_path(resolved)
+    SocketPathTooLongError.check(resolved)
     return resolved
-
-
-def _check_fits_sun_path(path: Path) -> None:
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise SocketPathTooLongError(path)
 
 
 def _path_arguments(paths: Sequence[Path] | None) -> list[Path]:
@@ -271,7 +264,9 @@ def _path_arguments(paths: Sequence[Path] | None) -> list[Path]:
             continue
         # A ``NAME.lock`` that is not itself a socket stands for the socket NAME (the probe's rule).
         is_lock_name = path.name.endswith(".lock") and not path.is_socket()
-        _check_fits_sun_path(path.with_name(path.name.removesuffix(".lock")) if is_lock_name else path)
+        SocketPathTooLongError.check(
+            path.with_name(path.name.removesuffix(".lock")) if is_lock_name else path
+        )
     return list(paths)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ctrlsock.errors import (
+    MAX_SOCKET_PATH,
     BadReplyError,
     ClientError,
     ClientTimeoutError,
@@ -36,8 +37,6 @@ from ctrlsock.protocol import JsonFeed, Reply, Request, decode_reply, encode_req
 __all__ = ["DEFAULT_TIMEOUT", "MAX_SOCKET_PATH", "send_command", "send_raw"]
 
 DEFAULT_TIMEOUT: Final = 10.0
-#: ``sun_path`` is 108 bytes and needs a terminating NUL (DESIGN.md section 6).
-MAX_SOCKET_PATH: Final = 107
 _RECV_SIZE: Final = 256 * 1024
 
 
@@ -101,8 +100,7 @@ def _exchange(
     path: Path, request: bytes, timeout: float, connect_timeout: float | None, *, max_depth: int | None
 ) -> tuple[bytes, bytes]:
     """Connect, send, half-close, read to EOF. Returns (all bytes received, the first JSON document)."""
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise SocketPathTooLongError(path)
+    SocketPathTooLongError.check(path)
     deadline = time.monotonic() + timeout
     feed = JsonFeed(max_size=None, max_depth=max_depth)
     received = bytearray()

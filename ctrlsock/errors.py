@@ -7,8 +7,12 @@ by default: ``__reduce__`` below rebuilds from the attributes instead of from ``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+MAX_SOCKET_PATH: Final = 107
+"""``sun_path`` holds 108 bytes including the terminating NUL (DESIGN.md section 6)."""
 
 
 def _rebuild(cls: type[CtrlSockError], state: dict[str, Any], args: tuple[Any, ...]) -> CtrlSockError:
@@ -57,11 +61,17 @@ class LocalProtocolError(ProtocolError):
 class SocketPathTooLongError(CtrlSockError, ValueError):
     """The path does not fit ``sun_path`` (107 bytes plus NUL)."""
 
-    def __init__(self, path: Path, *, limit: int = 107) -> None:
-        size = len(bytes(path))
+    def __init__(self, path: Path, *, limit: int = MAX_SOCKET_PATH) -> None:
+        size = len(os.fsencode(path))
         super().__init__(f"socket path is {size} bytes, longer than the {limit} a unix socket allows: {path}")
         self.path = path
         self.limit = limit
+
+    @classmethod
+    def check(cls, path: Path) -> None:
+        """Raise unless ``path`` fits ``sun_path``; every place that binds or connects asks here."""
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise cls(path)
 
 
 class UnsafePathError(CtrlSockError, PermissionError):

@@ -46,3 +46,10 @@ def test_socket_path_too_long_names_size_and_limit() -> None:
     error = errors.SocketPathTooLongError(Path("/" + "a" * 120))
     assert "121 bytes" in str(error)
     assert "107" in str(error)
+
+
+def test_socket_path_check_admits_107_bytes_and_refuses_108() -> None:
+    errors.SocketPathTooLongError.check(Path("/" + "a" * 106))
+    with pytest.raises(errors.SocketPathTooLongError) as caught:
+        errors.SocketPathTooLongError.check(Path("/" + "a" * 107))
+    assert caught.value.limit == errors.MAX_SOCKET_PATH == 107

@@ -17,9 +17,8 @@ import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
-from ctrlsock.errors import ServerError, SocketPathTooLongError
+from ctrlsock.errors import MAX_SOCKET_PATH, ServerError, SocketPathTooLongError
 from ctrlsock.lock import SocketLock, take_lock
 from ctrlsock.recover import check_directory_safe, remove_orphans
 
@@ -28,9 +27,6 @@ from . import systemd
 __all__ = ["Endpoint", "open_endpoint"]
 
 logger = logging.getLogger("ctrlsock.server")
-
-SUN_PATH_MAX: Final = 107
-"""``sun_path`` is 108 bytes including the terminating NUL (DESIGN.md section 6)."""
 
 
 @dataclass
@@ -85,11 +81,6 @@ def _resolve_group(group: str | int) -> int:
         raise ServerError(f"no such group: {group}") from None
 
 
-def _check_path_length(path: Path) -> None:
-    if len(os.fsencode(path)) > SUN_PATH_MAX:
-        raise SocketPathTooLongError(path, limit=SUN_PATH_MAX)
-
-
 def _names_same_socket(sock: socket.socket, socket_path: Path) -> bool:
     """Whether ``sock`` is a unix stream listener bound to ``socket_path`` (by name, or by inode when the
     names differ only through a symlinked directory such as ``/var/run`` → ``/run``)."""
@@ -134,7 +125,7 @@ def _bind(
         # (no umask window, no process-wide umask change a threaded daemon must not make).
         os.fchmod(sock.fileno(), mode)
         temporary = socket_path.with_name(f".{socket_path.name}.{secrets.token_hex(4)}~")
-        if len(os.fsencode(temporary)) > SUN_PATH_MAX:
+        if len(os.fsencode(temporary)) > MAX_SOCKET_PATH:
             temporary = socket_path  # no room for a temporary name: bind in place (the mode is still right)
         sock.bind(os.fsencode(temporary))
         try:
@@ -189,7 +180,7 @@ def open_endpoint(
         ServerError: the path is occupied by something recovery may not remove, or binding failed.
     """
     socket_path = Path(socket_path)
-    _check_path_length(socket_path)
+    SocketPathTooLongError.check(socket_path)
     gid = None if group is None else _resolve_group(group)
     # DESIGN.md section 6: in a directory others can write (without the sticky bit) another user could
     # swap our socket or lock file between our checks; refuse before touching anything.
