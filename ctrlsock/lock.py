@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from filelock import FileLock
 
 from ctrlsock.errors import LockError, LockHeldError, UnsafePathError
+from ctrlsock.names import LOCK_SUFFIX, lock_path_for
 from ctrlsock.procfs import (
     HOW_INHERITED,
     HOW_LOCKER,
@@ -79,7 +80,6 @@ __all__ = [
     "try_take_lock",
 ]
 
-LOCK_SUFFIX: Final = ".lock"
 #: The ``format`` key that marks a record as ours; a JSON file without it is foreign and ignored.
 RECORD_FORMAT: Final = "ctrlsock-holder"
 #: Version 1: the fields of :class:`HolderRecord`. Readers accept any version and read what they can.
@@ -93,11 +93,6 @@ _MAX_PID: Final = 2**31 - 1
 # Attempts when the path was replaced under us, or the lock was released between our failed flock
 # and our look at its holders. Each is a real race, so a handful is plenty.
 _MAX_ATTEMPTS: Final = 8
-
-
-def lock_path_for(socket_path: Path) -> Path:
-    """The lock file that guards ``socket_path``: ``<socket>.lock``, as Kea names it."""
-    return socket_path.with_name(socket_path.name + LOCK_SUFFIX)
 
 
 # --- the holder record ----------------------------------------------------------------------------

@@ -45,7 +45,8 @@ from ctrlsock.errors import (
     SocketPermissionError,
     TruncatedReplyError,
 )
-from ctrlsock.lock import HolderRecord, judge_record, lock_path_for, read_record
+from ctrlsock.lock import HolderRecord, judge_record, read_record
+from ctrlsock.names import LOCK_SUFFIX, lock_path_for
 from ctrlsock.procfs import (
     HOW_INHERITED,
     HOW_LOCKER,
@@ -61,7 +62,6 @@ __all__ = ["Holder", "ProbeReport", "State", "probe", "probe_paths"]
 
 #: The command a probe sends: every Kea daemon and every ctrlsock server has it, and it changes nothing.
 PROBE_COMMAND: Final = "list-commands"
-LOCK_SUFFIX: Final = ".lock"
 
 #: ``Holder.how`` values, in plain words.
 HOW_RECORDED: Final = "recorded owner"

@@ -12,7 +12,6 @@ import contextlib
 import grp
 import logging
 import os
-import secrets
 import socket
 import stat
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from ctrlsock.errors import MAX_SOCKET_PATH, ServerError, SocketPathTooLongError
 from ctrlsock.lock import SocketLock, take_lock
+from ctrlsock.names import bind_path_for
 from ctrlsock.recover import check_directory_safe, remove_orphans
 
 from . import systemd
@@ -116,6 +116,20 @@ def _adopt_activated(socket_path: Path) -> socket.socket | None:
     return chosen
 
 
+def _remove_bind_debris(temporary: Path) -> None:
+    # We hold the socket's lock, and only its holder ever binds this name: a socket of ours found here is
+    # what a crash between bind() and link() left behind. Anything else is not ours and stops the start.
+    try:
+        st = os.lstat(temporary)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.geteuid():
+        raise ServerError(f"{temporary} is in the way of binding and is not our socket; not touching it")
+    logger.warning("removing %s, left by a crash between bind and link", temporary)
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+
+
 def _bind(
     socket_path: Path, mode: int, gid: int | None, backlog: int
 ) -> tuple[socket.socket, tuple[int, int]]:
@@ -124,9 +138,11 @@ def _bind(
         # DESIGN.md 2.4: the mode is set on the socket before bind(), so the file is created with it
         # (no umask window, no process-wide umask change a threaded daemon must not make).
         os.fchmod(sock.fileno(), mode)
-        temporary = socket_path.with_name(f".{socket_path.name}.{secrets.token_hex(4)}~")
+        temporary = bind_path_for(socket_path)
         if len(os.fsencode(temporary)) > MAX_SOCKET_PATH:
             temporary = socket_path  # no room for a temporary name: bind in place (the mode is still right)
+        else:
+            _remove_bind_debris(temporary)
         sock.bind(os.fsencode(temporary))
         try:
             # bind() still applies the umask to the fchmod'ed mode (unix_bind: i_mode & ~umask), so the
