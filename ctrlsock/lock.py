@@ -32,6 +32,7 @@ How the lock is taken, and what filelock does for us (read from filelock 4.2.11'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -114,6 +115,8 @@ class HolderRecord:
         program: the daemon's program name.
         socket_path: the socket path the lock guards.
         started_at: unix time the lock was taken.
+        stopping_since: unix time the holder began a clean stop (``0.0`` while it serves): a daemon
+            draining its connections holds the lock without a socket, and must not be taken for stuck.
     """
 
     version: int
@@ -125,6 +128,7 @@ class HolderRecord:
     program: str = ""
     socket_path: str = ""
     started_at: float = 0.0
+    stopping_since: float = 0.0
 
     def encode(self) -> bytes:
         """One line of JSON, keys in a fixed order, ending in a newline."""
@@ -139,6 +143,7 @@ class HolderRecord:
             "program": self.program,
             "socket_path": self.socket_path,
             "started_at": self.started_at,
+            "stopping_since": self.stopping_since,
         }
         # ensure_ascii: a path decoded with surrogateescape survives as \\udcXX escapes.
         return json.dumps(document, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
@@ -189,6 +194,7 @@ class HolderRecord:
             program=_str_field(document, "program"),
             socket_path=_str_field(document, "socket_path"),
             started_at=_float_field(document, "started_at"),
+            stopping_since=_float_field(document, "stopping_since"),
         )
 
     @classmethod
@@ -466,6 +472,16 @@ class SocketLock:
         if not self.is_held:
             raise LockError(f"socket lock on {self.lock_path} is not held")
         return self._fd
+
+    def mark_stopping(self) -> None:
+        """Rewrite the record to say a clean stop has begun, so probes report "stopping", not "stuck".
+
+        Does nothing when the lock is no longer held (or in a forked child).
+        """
+        if not self.is_held or self.record.stopping_since:
+            return
+        self.record = dataclasses.replace(self.record, stopping_since=time.time())
+        _write_record(self._fd, self.record.encode())
 
     def release(self, clear_record: bool = True) -> None:
         """Release the lock; idempotent.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -426,6 +427,7 @@ records = st.builds(
     program=st.text(),
     socket_path=st.text(),
     started_at=st.floats(allow_nan=False, allow_infinity=False),
+    stopping_since=st.floats(allow_nan=False, allow_infinity=False),
 )
 
 
@@ -462,6 +464,7 @@ json_values = st.recursive(
                 "program",
                 "socket_path",
                 "started_at",
+                "stopping_since",
                 "x",
             ]
         ),
@@ -526,3 +529,21 @@ def test_kea_lease_cleaner_that_inherited_the_lock_is_named(sock_dir: Path) -> N
         assert f"pid {kea_pid} (dead, the original locker" in message
     finally:
         kea.cleanup()
+
+
+def test_mark_stopping_rewrites_the_record_and_release_clears_it(sock_dir: Path) -> None:
+    socket_path = sock_dir / "s.sock"
+    lock = take_lock(socket_path, program="stopper")
+    try:
+        assert read_record(lock.lock_path) == lock.record
+        assert lock.record.stopping_since == 0.0
+        before = time.time()
+        lock.mark_stopping()
+        on_disk = read_record(lock.lock_path)
+        assert on_disk is not None
+        assert on_disk.stopping_since >= before
+        assert on_disk == dataclasses.replace(lock.record, stopping_since=on_disk.stopping_since)
+        assert on_disk.pid == os.getpid() and on_disk.program == "stopper"
+    finally:
+        lock.release()
+    assert lock.lock_path.read_bytes() == b""
