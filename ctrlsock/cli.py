@@ -86,6 +86,9 @@ class ExitCode(IntEnum):
     UNKNOWN = 4
     STUCK = 150
     FOREIGN = 151
+    STOPPING = 152
+    UNLINKED = 153
+    NOT_A_SOCKET = 154
     # Failures, each its own code (sysexits.h values where one fits).
     USAGE = 64
     BAD_ARGUMENTS = 65
@@ -112,7 +115,17 @@ class ExitCode(IntEnum):
 
 # "Worst of several": a state that needs a human beats one that merely is not fine, and a state we know
 # to be broken beats one we could not judge.
-_STATE_SEVERITY: Final = ("running", "stopped", "stale", "unknown", "foreign", "stuck")
+_STATE_SEVERITY: Final = (
+    "running",
+    "stopped",
+    "stopping",
+    "stale",
+    "unknown",
+    "not-a-socket",
+    "foreign",
+    "unlinked",
+    "stuck",
+)
 _STATE_EXIT: Final = {
     "running": ExitCode.OK,
     "stopped": ExitCode.STOPPED,
@@ -120,6 +133,9 @@ _STATE_EXIT: Final = {
     "unknown": ExitCode.UNKNOWN,
     "foreign": ExitCode.FOREIGN,
     "stuck": ExitCode.STUCK,
+    "stopping": ExitCode.STOPPING,
+    "unlinked": ExitCode.UNLINKED,
+    "not-a-socket": ExitCode.NOT_A_SOCKET,
 }
 
 

@@ -93,6 +93,12 @@ class State(StrEnum):
     STUCK = "stuck"
     FOREIGN = "foreign"
     UNKNOWN = "unknown"
+    #: The recorded owner has begun a clean stop and is draining its connections (its socket may be gone).
+    STOPPING = "stopping"
+    #: A live daemon holds the lock, but its socket or lock file was deleted under it (a /tmp cleaner).
+    UNLINKED = "unlinked"
+    #: The socket path names something that is not a socket: a regular file, a directory, a symlink.
+    NOT_A_SOCKET = "not-a-socket"
 
 
 @dataclass
