@@ -422,7 +422,7 @@ def test_zipapp_holds_pure_python_only(zipapp: Path) -> None:
     with zipfile.ZipFile(zipapp) as archive:
         names = archive.namelist()
     assert "__main__.py" in names
-    assert "ctrlsock/cli.py" in names
+    assert "ctrlsock/cli/entry.py" in names
     assert not [name for name in names if name.endswith(".so")]
     assert zipapp.read_bytes().startswith(b"#!/usr/bin/env python3\n")
 

@@ -1,0 +1,296 @@
+"""The commands without typer: what was parsed goes in, the exit code comes out.
+
+Each ``run_*`` calls the library, renders, and returns an exit code; errors are raised and reported
+once, by the entry point. The library modules are imported inside the command that needs them, so
+that ``status`` pays neither for the server nor for recovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ctrlsock.cli.exitcodes import CliError, ExitCode, cleanup_exit_code, status_exit_code
+from ctrlsock.cli.paths import path_arguments, socket_argument
+from ctrlsock.cli.render import (
+    Painter,
+    escape,
+    render_action,
+    render_bench,
+    render_report,
+    value_of,
+    write_json,
+    write_lines,
+)
+from ctrlsock.errors import BadReplyError, ProtocolError, TruncatedReplyError
+
+if TYPE_CHECKING:
+    from ctrlsock.probe import ProbeReport
+    from ctrlsock.recover import Action
+
+__all__ = [
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_STATUS_TIMEOUT",
+    "TERMINATE_GRACE",
+    "parse_arguments",
+    "run_bench",
+    "run_cleanup",
+    "run_send",
+    "run_serve",
+    "run_status",
+]
+
+DEFAULT_STATUS_TIMEOUT: Final = 1.0
+DEFAULT_SEND_TIMEOUT: Final = 10.0
+# How long --terminate-holders waits after SIGTERM before SIGKILL.
+TERMINATE_GRACE: Final = 5.0
+
+
+def _probe_all(paths: Sequence[Path], timeout: float) -> list[ProbeReport]:
+    """Probe every PATH (directories expanded, each socket once); refuses a directory with no sockets."""
+    from ctrlsock.probe import probe_paths  # noqa: PLC0415  (lazy: status start-up)
+
+    reports: dict[Path, ProbeReport] = {}
+    for path in paths:
+        found = probe_paths([path], timeout=timeout)
+        if not found and path.is_dir():
+            raise CliError(
+                f"no sockets or *.lock files in directory {path}; give a socket path instead",
+                exit_code=ExitCode.NO_SOCKETS_IN_DIRECTORY,
+            )
+        for report in found:
+            reports.setdefault(report.socket_path, report)
+    return list(reports.values())
+
+
+def run_status(paths: Sequence[Path] | None, *, as_json: bool, timeout: float) -> int:
+    reports = _probe_all(path_arguments(paths), timeout)
+    if as_json:
+        write_json([report.to_json() for report in reports])
+    else:
+        paint = Painter.for_stream(sys.stdout)
+        write_lines([line for report in reports for line in render_report(report, paint)])
+    return status_exit_code([value_of(report, "state") for report in reports])
+
+
+def run_send(
+    socket_path: Path | None,
+    command: str | None,
+    *,
+    arguments_text: str | None,
+    services: Sequence[str] | None,
+    timeout: float,
+    raw: bool,
+) -> int:
+    import json  # noqa: PLC0415
+
+    from ctrlsock.client import send_raw  # noqa: PLC0415
+    from ctrlsock.protocol import JsonFeed, Request, decode_reply, encode_request  # noqa: PLC0415
+
+    if command is None:
+        # ``ctrlsock send COMMAND``: the one positional given is the command, on the default socket. A
+        # lone argument with a slash is a socket whose command was forgotten (no Kea command has one).
+        if socket_path is None or "/" in str(socket_path):
+            raise CliError("missing COMMAND; see 'ctrlsock send --help'", exit_code=ExitCode.USAGE)
+        command, socket_path = str(socket_path), None
+    target = socket_argument(socket_path)
+    arguments = parse_arguments(arguments_text)
+    request = encode_request(
+        Request(command=command, arguments=arguments, service=tuple(services) if services else None)
+    )
+    data = send_raw(target, request, timeout=timeout)
+    # A reply may be as large and deep as the server likes: the limits guard servers, not clients.
+    feed = JsonFeed(max_size=None, max_depth=None)
+    feed.receive_data(data)
+    feed.receive_data(b"")
+    try:
+        document = feed.next_document()
+        if document is None:
+            raise TruncatedReplyError(
+                f"reply from {target} ended before a complete JSON value ({len(data)} bytes)",
+                path=target,
+                received=len(data),
+            )
+        reply = decode_reply(document)
+    except ProtocolError as error:
+        if raw:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        raise BadReplyError(f"unparsable reply from {target}: {error}", path=target) from None
+    if raw:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_json(json.loads(document))
+    if not 0 <= reply.result <= 5:
+        raise CliError(
+            f"reply result {reply.result} is not a Kea result code (0-5)", exit_code=ExitCode.BAD_REPLY
+        )
+    return int(reply.result)
+
+
+def parse_arguments(text: str | None) -> Any:
+    """``--arguments``: JSON text, ``@FILE`` to read it from a file, or ``-`` for standard input."""
+    import json  # noqa: PLC0415
+
+    if text is None:
+        return None
+    source = "--arguments"
+    if text == "-":
+        source = "--arguments from standard input"
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        file_path = Path(text[1:])
+        source = f"--arguments file {file_path}"
+        try:
+            text = file_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+            raise CliError(f"cannot read {source}: {reason}", exit_code=ExitCode.BAD_ARGUMENTS) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CliError(
+            f"{source} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
+            exit_code=ExitCode.BAD_ARGUMENTS,
+        ) from None
+    except RecursionError:
+        raise CliError(f"{source} is nested too deeply", exit_code=ExitCode.BAD_ARGUMENTS) from None
+
+
+def run_serve(
+    socket_path: Path | None,
+    *,
+    config_file: Path | None,
+    mode: int,
+    group: str | None,
+    allow_uids: Sequence[int],
+    allow_gids: Sequence[int],
+    log_level: str,
+) -> int:
+    from ctrlsock.server.daemon import run_daemon  # noqa: PLC0415
+
+    target = socket_argument(socket_path, create=socket_path is None)
+    return run_daemon(
+        target,
+        config_file=config_file,
+        mode=mode,
+        group=group,
+        allow_uids=list(allow_uids),
+        allow_gids=list(allow_gids),
+        log_level=log_level,
+    )
+
+
+def run_cleanup(
+    paths: Sequence[Path] | None,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    terminate: bool,
+    yes: bool,
+    timeout: float = DEFAULT_STATUS_TIMEOUT,
+    confirm: Callable[[str], bool] | None = None,
+) -> int:
+    from ctrlsock.probe import State, probe  # noqa: PLC0415
+    from ctrlsock.recover import cleanup, terminate_holders  # noqa: PLC0415
+
+    sockets = [report.socket_path for report in _probe_all(path_arguments(paths), timeout)]
+    paint = Painter.for_stream(sys.stdout)
+    documents: list[dict[str, Any]] = []
+    finals: list[str] = []
+    for socket_path in sockets:
+        terminated: list[Action] = []
+        if terminate:
+            report = probe(socket_path, timeout=timeout)
+            if report.state == State.STUCK:
+                if not dry_run:
+                    _confirm_termination(report, yes=yes, confirm=confirm)
+                terminated = terminate_holders(
+                    report, grace=TERMINATE_GRACE, timeout=timeout, dry_run=dry_run
+                )
+        result = cleanup(socket_path, dry_run=dry_run, timeout=timeout)
+        actions = [*terminated, *result.actions]
+        after = value_of(result, "state_after")
+        refused = any(value_of(action, "what") == "refused" for action in actions)
+        if dry_run and not refused and after in {"stale", "stuck"} and (after == "stale" or terminated):
+            after = "stopped"  # what a real run would leave: judged by the checks the dry run made
+        if not as_json:
+            write_lines([render_action(action, paint) for action in actions])
+            if not actions:
+                word = "nothing to do" if after == "stopped" else "kept"
+                write_lines([f"{escape(socket_path)}: {paint(word, 'bold')}: {after}"])
+        finals.append(after)
+        documents.append(
+            {
+                "socket": str(socket_path),
+                "dry_run": dry_run,
+                "state_before": value_of(result, "state_before"),
+                "state_after": after,
+                "actions": [_action_json(action) for action in actions],
+            }
+        )
+    if as_json:
+        write_json(documents)
+    return cleanup_exit_code(finals)
+
+
+def _confirm_termination(report: ProbeReport, *, yes: bool, confirm: Callable[[str], bool] | None) -> None:
+    if yes:
+        return
+    victims = ", ".join(f"pid {holder.pid} ({holder.program or '?'})" for holder in report.lock_holders)
+    question = f"Terminate {victims}, which keep the lock of {report.socket_path}?"
+    if confirm is None or not sys.stdin.isatty():
+        raise CliError(
+            f"not terminating {victims} without confirmation: standard input is not a terminal; add --yes",
+            exit_code=ExitCode.NOT_CONFIRMED,
+        )
+    if not confirm(question):
+        raise CliError("not confirmed: nothing terminated, nothing removed", exit_code=ExitCode.NOT_CONFIRMED)
+
+
+def _action_json(action: Action) -> dict[str, Any]:
+    return {
+        "path": str(action.path),
+        "what": value_of(action, "what"),
+        "done": action.done,
+        "reason": action.reason,
+        "pid": action.pid,
+    }
+
+
+def run_bench(
+    socket_path: Path | None,
+    *,
+    clients: int,
+    duration: float,
+    command: str,
+    arguments_text: str | None,
+    as_json: bool,
+) -> int:
+    from ctrlsock import bench  # noqa: PLC0415
+    from ctrlsock.client import send_raw  # noqa: PLC0415
+
+    target = socket_argument(socket_path)
+    arguments = parse_arguments(arguments_text)
+    request = bench.encode_bench_request(command, arguments)
+    # One command first, through the client: a missing socket or a refusal gets its own clear error and
+    # exit code instead of a run that counts nothing but errors.
+    with contextlib.suppress(TruncatedReplyError, BadReplyError, ProtocolError):
+        send_raw(target, request, timeout=bench.DEFAULT_TIMEOUT)  # a bad reply is the run's to count
+    result = bench.run_bench(target, clients=clients, duration=duration, command=command, arguments=arguments)
+    if as_json:
+        write_json(result.to_json())
+    else:
+        write_lines(render_bench(result, Painter.for_stream(sys.stdout)))
+    if result.error_count or not result.commands:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(result.errors.items()))
+        raise CliError(
+            f"bench: {result.error_count} of {result.error_count + result.commands} commands failed"
+            + (f" ({kinds})" if kinds else ""),
+            exit_code=ExitCode.BENCH_ERRORS,
+        )
+    return ExitCode.OK

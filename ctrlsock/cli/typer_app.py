@@ -1,0 +1,410 @@
+"""The typer app: subcommands, options and help texts, each command handing over to its ``run_*``.
+
+Importing typer is most of ``ctrlsock``'s start-up time, so only the entry point imports this module,
+and only when the command line is not one the fast path handles.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from ctrlsock import __version__
+from ctrlsock.cli.actions import (
+    DEFAULT_SEND_TIMEOUT,
+    DEFAULT_STATUS_TIMEOUT,
+    TERMINATE_GRACE,
+    run_bench,
+    run_cleanup,
+    run_send,
+    run_serve,
+    run_status,
+)
+from ctrlsock.cli.exitcodes import STATE_MEANINGS, ExitCode, state_codes_text
+from ctrlsock.cli.paths import PROG
+
+__all__ = ["build_app"]
+
+
+class LogLevel(StrEnum):
+    """``serve --log-level`` choices."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+# --- help texts, formatted from the exit code tables ------------------------------------------------
+
+_HELP: Final = (
+    "A daemon's Unix control socket: serve it, see who holds it, clean up after a crash, talk to it.\n\n"
+    "Works with ctrlsock daemons and with ISC Kea daemons alike. A left-out SOCKET or PATH means the "
+    "default socket: $XDG_RUNTIME_DIR/ctrlsock/ctrlsock.sock, else /run/ctrlsock/ctrlsock.sock for "
+    "root, else /tmp/ctrlsock-$UID/ctrlsock.sock. Flags such as --json take no value."
+)
+
+_STATUS_HELP: Final = (
+    "Say what state each socket is in, who holds its lock, and what is wrong.\n\n"
+    "Never takes the lock, never changes anything: safe from monitoring. A directory PATH means every "
+    "socket and *.lock file in it.\n\n"
+    "States: " + "; ".join(f"{state}: {meaning}" for state, meaning in STATE_MEANINGS.items()) + ".\n\n"
+    "Exit code (LSB status; the worst of several paths, in this order): " + state_codes_text() + "."
+)
+
+_STATUS_EPILOG: Final = """Examples:
+
+  ctrlsock status                        # the default socket
+
+  ctrlsock status /run/kea/kea4-ctrl-socket
+
+  ctrlsock status /run/mydaemon --json   # every socket in a directory, as JSON
+"""
+
+_CLEANUP_HELP: Final = (
+    "Remove what a dead daemon left behind, and nothing else.\n\n"
+    "Removes a stale socket and lock file only after proving no daemon serves them: never a running "
+    "daemon's files, never a regular file, directory, symlink or another user's file. A stuck lock "
+    "(held by a process that does not serve, typically a child that inherited the descriptor) is "
+    "refused and its holders named, unless --terminate-holders is given: then, after confirmation or "
+    f"--yes, they get SIGTERM, then SIGKILL if still alive after {TERMINATE_GRACE:g} s, and the path is "
+    "cleaned.\n\n"
+    f"Exit code: 0 when every path ends stopped; otherwise that of the worst state left "
+    f"({state_codes_text(('stale', 'unknown', 'stuck', 'foreign'))}), "
+    f"{int(ExitCode.CLEANUP_RUNNING)} when a daemon is running there."
+)
+
+_CLEANUP_EPILOG: Final = """Examples:
+
+  ctrlsock cleanup --dry-run /run/kea/kea4-ctrl-socket
+
+  ctrlsock cleanup /run/kea/kea4-ctrl-socket
+
+  ctrlsock cleanup --terminate-holders --yes /run/kea/kea4-ctrl-socket
+"""
+
+_SEND_HELP: Final = (
+    "Send one command and print the reply as indented JSON.\n\n"
+    "A drop-in for `socat UNIX:PATH -,ignoreeof` and kea-shell on a unix socket. With one positional "
+    "argument it is the COMMAND, sent to the default socket.\n\n"
+    "Exit code: the reply's result (0 success, 1 error, 2 unsupported, 3 empty, 4 conflict, 5 fatal), "
+    f"or: {int(ExitCode.NO_SUCH_SOCKET)} no such socket, {int(ExitCode.REFUSED)} connection refused, "
+    f"{int(ExitCode.PERMISSION_DENIED)} permission denied, {int(ExitCode.TIMEOUT)} timeout, "
+    f"{int(ExitCode.TRUNCATED_REPLY)} truncated reply, {int(ExitCode.BAD_REPLY)} unparsable reply, "
+    f"{int(ExitCode.BAD_ARGUMENTS)} bad --arguments, {int(ExitCode.PATH_TOO_LONG)} socket path too long."
+)
+
+_SEND_EPILOG: Final = """Examples:
+
+  ctrlsock send /run/kea/kea4-ctrl-socket list-commands
+
+  ctrlsock send /run/kea/kea4-ctrl-socket config-get | jq .arguments
+
+  ctrlsock send SOCKET config-set --arguments @new-config.json
+
+  echo '{"remove": true}' | ctrlsock send SOCKET lease4-del --arguments -
+
+  ctrlsock send --raw SOCKET version-get   # the exact bytes the server sent
+"""
+
+_SERVE_HELP: Final = (
+    "Run a daemon that owns SOCKET, in the foreground, until SIGTERM, SIGINT or `shutdown`.\n\n"
+    "Takes the socket's lock, recovers what a crashed predecessor left, binds with the final mode and "
+    "serves the built-in commands (list-commands, version-get, build-report, status-get, shutdown). "
+    "With --config FILE it keeps that JSON document as its configuration and also serves config-get, "
+    "config-test, config-set, config-reload (re-reads FILE) and config-write, as Kea does. Logs one "
+    "line when ready and sends READY=1 under systemd. If another process holds the lock it exits at "
+    f"once (code {int(ExitCode.LOCK_HELD)}) naming it."
+)
+
+_SERVE_EPILOG: Final = """Examples:
+
+  ctrlsock serve                                   # the default socket
+
+  ctrlsock serve /run/mydaemon/ctrl.sock --config /etc/mydaemon.json
+
+  ctrlsock serve /run/mydaemon/ctrl.sock --mode 0660 --group monitoring
+"""
+
+_BENCH_HELP: Final = (
+    "Measure a control socket: N client processes in a closed loop, each doing connect, send, read to "
+    "EOF, close.\n\n"
+    "Prints commands per second, latency p50/p90/p99/max and errors; every reply is parsed. Works "
+    "against ctrlsock and Kea sockets alike. "
+    f"Exit code 0, or {int(ExitCode.BENCH_ERRORS)} when any command failed."
+)
+
+_BENCH_EPILOG: Final = """Examples:
+
+  ctrlsock bench /run/mydaemon/ctrl.sock --clients 8 --duration 10
+
+  ctrlsock bench /run/kea/kea4-ctrl-socket --command status-get --json
+"""
+
+
+# --- help without type placeholders ---------------------------------------------------------------
+# typer's help shows a type column (``<bool>`` for a flag, ``<list[Path]>`` for PATH...) next to the
+# metavar; every value here has a metavar that says more, and a flag takes no value at all.
+
+
+class _PlainArgument(TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+class _PlainOption(TyperOption):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return self.metavar if self.metavar is not None else super().display_type_rich(ctx)
+
+
+def _plain(param: Any) -> Any:
+    # The parameters are built by typer from the signatures; only how they describe themselves changes.
+    if isinstance(param, TyperArgument) and not isinstance(param, _PlainArgument):
+        param.__class__ = _PlainArgument
+    elif isinstance(param, TyperOption) and not isinstance(param, _PlainOption):
+        param.__class__ = _PlainOption
+    return param
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return [_plain(param) for param in super().get_params(ctx)]
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return [_plain(param) for param in super().get_params(ctx)]
+
+
+# --- the commands ----------------------------------------------------------------------------------
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"{PROG} {__version__}\n")
+        raise typer.Exit()
+
+
+def _check_mode(text: str) -> str:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise typer.BadParameter(f"must be an octal mode such as 0600, not {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise typer.BadParameter(f"must be a permission mode between 0000 and 0777, not {text}")
+    return text
+
+
+def _positive(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a positive number of seconds, not {value}")
+    return value
+
+
+# Path parameters say readable=False: typer would otherwise refuse an existing path it cannot read (a
+# socket, or another user's), which the library must see and report with its own exit code.
+_PathArguments = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        metavar="PATH",
+        readable=False,
+        help="Socket paths, lock files or directories (default: the default socket).",
+    ),
+]
+
+
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+def _status_command(
+    paths: _PathArguments = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per path.")] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", metavar="SECONDS", callback=_positive, help="How long to wait for an answer."
+        ),
+    ] = DEFAULT_STATUS_TIMEOUT,
+) -> int:
+    return run_status(paths, as_json=as_json, timeout=timeout)
+
+
+def _cleanup_command(
+    paths: _PathArguments = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be done and why; change nothing.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON array, one object per socket.")
+    ] = False,
+    terminate: Annotated[
+        bool,
+        typer.Option("--terminate-holders", help="End the processes that keep a stuck lock (asks first)."),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before terminating holders.")] = False,
+) -> int:
+    return run_cleanup(paths, dry_run=dry_run, as_json=as_json, terminate=terminate, yes=yes, confirm=_ask)
+
+
+def _ask(question: str) -> bool:
+    return bool(typer.confirm(question, default=False))
+
+
+def _send_command(  # noqa: PLR0917  (typer maps each parameter to an option)
+    socket_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="SOCKET", readable=False, help="The control socket (default: the default socket)."
+        ),
+    ] = None,
+    command: Annotated[
+        str | None, typer.Argument(metavar="COMMAND", help="The command, e.g. list-commands.")
+    ] = None,
+    arguments: Annotated[
+        str | None,
+        typer.Option(
+            "--arguments",
+            "-a",
+            metavar="JSON|@FILE|-",
+            help="The command's arguments: JSON, @FILE or - (stdin).",
+        ),
+    ] = None,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service", metavar="NAME", help="Add NAME to the request's service list (repeatable)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", metavar="SECONDS", callback=_positive, help="Give up after this long."),
+    ] = DEFAULT_SEND_TIMEOUT,
+    raw: Annotated[bool, typer.Option("--raw", help="Print the reply's exact bytes.")] = False,
+) -> int:
+    return run_send(
+        socket_path, command, arguments_text=arguments, services=service, timeout=timeout, raw=raw
+    )
+
+
+def _serve_command(  # noqa: PLR0917  (typer maps each parameter to an option)
+    socket_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="SOCKET", readable=False, help="The socket to own (default: the default socket)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            readable=False,
+            help="A JSON configuration to serve with config-* commands.",
+        ),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option("--mode", metavar="MODE", callback=_check_mode, help="The socket's permissions, octal."),
+    ] = "0600",
+    group: Annotated[
+        str | None, typer.Option("--group", metavar="GROUP", help="Give the socket to this group.")
+    ] = None,
+    allow_uid: Annotated[
+        list[int] | None,
+        typer.Option("--allow-uid", metavar="UID", help="Accept only these peer uids (repeatable)."),
+    ] = None,
+    allow_gid: Annotated[
+        list[int] | None,
+        typer.Option("--allow-gid", metavar="GID", help="Accept only these peer gids (repeatable)."),
+    ] = None,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option("--log-level", metavar="LEVEL", case_sensitive=False, help="How much to log on stderr."),
+    ] = LogLevel.INFO,
+) -> int:
+    return run_serve(
+        socket_path,
+        config_file=config,
+        mode=int(mode, 8),
+        group=group,
+        allow_uids=allow_uid or [],
+        allow_gids=allow_gid or [],
+        log_level=log_level.value,
+    )
+
+
+def _bench_command(  # noqa: PLR0917  (typer maps each parameter to an option)
+    socket_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="SOCKET", readable=False, help="The control socket (default: the default socket)."
+        ),
+    ] = None,
+    clients: Annotated[
+        int, typer.Option("--clients", "-n", metavar="N", min=1, help="Client processes.")
+    ] = 4,
+    duration: Annotated[
+        float,
+        typer.Option("--duration", metavar="SECONDS", callback=_positive, help="How long to run."),
+    ] = 5.0,
+    command: Annotated[
+        str, typer.Option("--command", metavar="NAME", help="The command to send.")
+    ] = "version-get",
+    arguments: Annotated[
+        str | None, typer.Option("--arguments", "-a", metavar="JSON|@FILE|-", help="The command's arguments.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> int:
+    return run_bench(
+        socket_path,
+        clients=clients,
+        duration=duration,
+        command=command,
+        arguments_text=arguments,
+        as_json=as_json,
+    )
+
+
+_app: typer.Typer | None = None
+
+
+def build_app() -> typer.Typer:
+    """The typer app, built once."""
+    global _app  # noqa: PLW0603  (built on first use, then shared)
+    if _app is not None:
+        return _app
+    app = typer.Typer(
+        name=PROG,
+        cls=_Group,
+        help=_HELP,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["--help", "-h"]},
+    )
+    app.callback()(_root)
+    for name, function, help_text, epilog in (
+        ("serve", _serve_command, _SERVE_HELP, _SERVE_EPILOG),
+        ("status", _status_command, _STATUS_HELP, _STATUS_EPILOG),
+        ("cleanup", _cleanup_command, _CLEANUP_HELP, _CLEANUP_EPILOG),
+        ("send", _send_command, _SEND_HELP, _SEND_EPILOG),
+        ("bench", _bench_command, _BENCH_HELP, _BENCH_EPILOG),
+    ):
+        app.command(name, cls=_Command, help=help_text, epilog=epilog)(function)
+    _app = app
+    return app
