@@ -1,10 +1,9 @@
-"""The socket's lock ``<socket>.lock`` and the holder record written into it.
+"""The socket's lock ``<socket>.lock``: taking it, writing the holder record, keeping it intact.
 
 Holding the ``flock`` on ``<socket>.lock`` is what makes a process the owner of a control socket path,
-and the only proof recovery accepts before it removes anything (DESIGN.md section 2). The kernel lock
-is the truth (a dead process holds no ``flock``); the record in the file says who took it and is
-judged, never trusted blindly: a reused pid is caught by its start time, a record from before a reboot
-by the boot id, one from another container by the PID-namespace inode.
+and the only proof recovery accepts before it removes anything: a dead process holds no ``flock``, so
+whoever holds it is alive and nobody else may touch the socket. The record written into the file
+(``ctrlsock.record``) says who took it.
 
 How the lock is taken, and what filelock does for us (read from filelock 4.2.11's ``_unix.py``):
 
@@ -31,45 +30,49 @@ How the lock is taken, and what filelock does for us (read from filelock 4.2.11'
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
-import json
-import math
+import fcntl
 import os
 import stat
-import sys
 import time
-from dataclasses import dataclass
+import weakref
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 if TYPE_CHECKING:
     from filelock import FileLock
 
 from ctrlsock.errors import LockError, LockHeldError, UnsafePathError
+from ctrlsock.holder_words import describe_holder, describe_holders
 from ctrlsock.names import LOCK_SUFFIX, lock_path_for
 from ctrlsock.procfs import (
-    HOW_INHERITED,
-    HOW_LOCKER,
-    HOW_ORIGINAL_LOCKER_CLOSED,
-    HOW_ORIGINAL_LOCKER_DEAD,
     LockHolder,
-    ProcessInfo,
-    current_boot_id,
-    current_pid_namespace,
+    find_deleted_lock_holders,
     find_lock_holders,
     is_flock_held,
-    read_process,
+)
+from ctrlsock.record import (
+    MAX_RECORD_SIZE,
+    RECORD_FORMAT,
+    RECORD_VERSION,
+    HolderRecord,
+    RecordVerdict,
+    judge_record,
+    read_record,
 )
 
+# The record and the holder words lived here before they had modules of their own; callers still import
+# them from here.
 __all__ = [
     "LOCK_SUFFIX",
     "MAX_RECORD_SIZE",
     "RECORD_FORMAT",
     "RECORD_VERSION",
     "HolderRecord",
+    "LockIntegrity",
     "RecordVerdict",
     "SocketLock",
     "describe_holder",
@@ -81,350 +84,11 @@ __all__ = [
     "try_take_lock",
 ]
 
-#: The ``format`` key that marks a record as ours; a JSON file without it is foreign and ignored.
-RECORD_FORMAT: Final = "ctrlsock-holder"
-#: Version 1: the fields of :class:`HolderRecord`. Readers accept any version and read what they can.
-RECORD_VERSION: Final = 1
-#: Readers never read more than this; a record is a few hundred bytes.
-MAX_RECORD_SIZE: Final = 64 * 1024
 LOCK_FILE_MODE: Final = 0o600
 
-# Largest pid Linux can hand out is 2**22; anything beyond a C int cannot be passed to kill().
-_MAX_PID: Final = 2**31 - 1
 # Attempts when the path was replaced under us, or the lock was released between our failed flock
 # and our look at its holders. Each is a real race, so a handful is plenty.
 _MAX_ATTEMPTS: Final = 8
-
-
-# --- the holder record ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HolderRecord:
-    """Who took the lock, as written into the lock file while holding it.
-
-    Fields a record did not carry (an older or newer version) read as ``0``/``""``/``0.0``: unknown.
-
-    Attributes:
-        version: the record format version (``RECORD_VERSION`` when we wrote it; 0 for a bare pid).
-        pid: the holder's pid, in its PID namespace.
-        start_time: the holder's start time in clock ticks since boot (``/proc/PID/stat`` field 22).
-        boot_id: ``/proc/sys/kernel/random/boot_id`` when the lock was taken.
-        pid_namespace: the inode of the holder's PID namespace.
-        hostname: the node name.
-        program: the daemon's program name.
-        socket_path: the socket path the lock guards.
-        started_at: unix time the lock was taken.
-        stopping_since: unix time the holder began a clean stop (``0.0`` while it serves): a daemon
-            draining its connections holds the lock without a socket, and must not be taken for stuck.
-    """
-
-    version: int
-    pid: int
-    start_time: int = 0
-    boot_id: str = ""
-    pid_namespace: int = 0
-    hostname: str = ""
-    program: str = ""
-    socket_path: str = ""
-    started_at: float = 0.0
-    stopping_since: float = 0.0
-
-    def encode(self) -> bytes:
-        """One line of JSON, keys in a fixed order, ending in a newline."""
-        document = {
-            "format": RECORD_FORMAT,
-            "version": self.version,
-            "pid": self.pid,
-            "start_time": self.start_time,
-            "boot_id": self.boot_id,
-            "pid_namespace": self.pid_namespace,
-            "hostname": self.hostname,
-            "program": self.program,
-            "socket_path": self.socket_path,
-            "started_at": self.started_at,
-            "stopping_since": self.stopping_since,
-        }
-        # ensure_ascii: a path decoded with surrogateescape survives as \\udcXX escapes.
-        return json.dumps(document, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
-
-    @classmethod
-    def decode(cls, data: bytes) -> HolderRecord | None:
-        """Read a record from a lock file's bytes; never raises.
-
-        Accepts our JSON record of any version (unknown keys are ignored, missing or ill-typed ones read
-        as unknown) and a bare decimal pid, as many pid files hold (version 0). Bytes after the first
-        JSON document are ignored: a reader racing a writer may see a new record followed by the tail
-        of a longer old one, before the writer truncates.
-
-        Returns:
-            The record, or ``None`` for an empty file (Kea's lock files are empty), a cleared record,
-            a foreign or malformed file, or a record without a usable pid.
-        """
-        if len(data) > MAX_RECORD_SIZE:
-            data = data[:MAX_RECORD_SIZE]
-        try:
-            text = data.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            return None
-        if not text:
-            return None
-        if text.isascii() and text.isdigit():
-            pid = int(text) if len(text) <= 10 else 0
-            return cls(version=0, pid=pid) if 0 < pid <= _MAX_PID else None
-        try:
-            document, _ = json.JSONDecoder().raw_decode(text)
-        except (ValueError, RecursionError):
-            # ValueError covers malformed JSON and integers beyond sys.get_int_max_str_digits();
-            # json raises RecursionError, not ValueError, on deep nesting.
-            return None
-        if not isinstance(document, dict) or document.get("format") != RECORD_FORMAT:
-            return None
-        version = _int_field(document, "version", -1)
-        pid = _int_field(document, "pid", 0)
-        if version < 0 or not 0 < pid <= _MAX_PID:
-            return None
-        return cls(
-            version=version,
-            pid=pid,
-            start_time=_int_field(document, "start_time", 0),
-            boot_id=_str_field(document, "boot_id"),
-            pid_namespace=_int_field(document, "pid_namespace", 0),
-            hostname=_str_field(document, "hostname"),
-            program=_str_field(document, "program"),
-            socket_path=_str_field(document, "socket_path"),
-            started_at=_float_field(document, "started_at"),
-            stopping_since=_float_field(document, "stopping_since"),
-        )
-
-    @classmethod
-    def for_current_process(cls, socket_path: Path | str, program: str | None = None) -> HolderRecord:
-        """The record this process writes when it takes the lock for ``socket_path``.
-
-        Args:
-            socket_path: the socket the lock guards.
-            program: the daemon's name; defaults to this process's ``comm`` (or ``argv[0]``'s name).
-        """
-        pid = os.getpid()
-        process = read_process(pid)
-        if program is None:
-            program = process.program if process is not None else Path(sys.argv[0] or "python").name
-        return cls(
-            version=RECORD_VERSION,
-            pid=pid,
-            start_time=process.start_time if process is not None else 0,
-            boot_id=current_boot_id(),
-            pid_namespace=current_pid_namespace(),
-            hostname=os.uname().nodename,
-            program=program,
-            socket_path=os.fspath(socket_path),
-            started_at=time.time(),
-        )
-
-
-def _int_field(document: dict[str, Any], key: str, default: int) -> int:
-    value = document.get(key)
-    # bool is an int subclass: "pid": true is not a pid.
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
-        return value
-    return default
-
-
-def _str_field(document: dict[str, Any], key: str) -> str:
-    value = document.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def _float_field(document: dict[str, Any], key: str) -> float:
-    value = document.get(key)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        with contextlib.suppress(OverflowError):
-            result = float(value)
-            if math.isfinite(result):
-                return result
-    return 0.0
-
-
-def read_record(lock_path: Path) -> HolderRecord | None:
-    """The holder record in ``lock_path``, read without locking or writing anything.
-
-    Opened ``O_RDONLY | O_NOFOLLOW | O_NONBLOCK`` (``O_NONBLOCK``: a lease on the file must not block a
-    status check). Never raises because of what the file contains.
-
-    Returns:
-        The record, or ``None`` when the file is missing, is a symlink or not a regular file, is empty
-        (Kea, or a cleared record) or holds no record of ours.
-
-    Raises:
-        PermissionError: the file exists but may not be read by this user (a status check should then
-            say "unknown" rather than guess).
-    """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(lock_path, flags)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        # ELOOP: a symlink at the lock path, which we never follow; ENXIO/EWOULDBLOCK: a fifo or a
-        # socket, or a lease being broken. None of them holds a record.
-        if error.errno in {errno.ELOOP, errno.ENXIO, errno.EWOULDBLOCK, errno.ENOTDIR}:
-            return None
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_RECORD_SIZE:
-            chunk = os.read(fd, MAX_RECORD_SIZE + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    return HolderRecord.decode(b"".join(chunks))
-
-
-# --- judging a record -----------------------------------------------------------------------------
-
-
-@dataclass
-class RecordVerdict:
-    """What a holder record is worth now.
-
-    Attributes:
-        record: the record judged.
-        trusted: the record's pid names, right now, the very process that wrote it: same boot, same
-            PID namespace, same start time, and it exists (possibly stopped or a zombie).
-        alive: that process exists and is not a zombie (a stopped process is alive).
-        process: what ``/proc`` says about the record's pid now (even when it is a different process).
-        reason: plain words, e.g. ``pid 640 is dead``, ``pid 640 was reused (start time differs)``.
-        status: one word: ``running``, ``stopped``, ``zombie``, ``dead``, ``reused``, ``other-boot``,
-            ``other-namespace``, ``unknown`` (the pid exists but ``/proc`` hides it from us).
-    """
-
-    record: HolderRecord
-    trusted: bool
-    alive: bool
-    process: ProcessInfo | None
-    reason: str
-    status: str
-
-
-def judge_record(record: HolderRecord) -> RecordVerdict:
-    """Decide whether ``record`` still describes a process, and which state it is in.
-
-    ``kill(pid, 0)`` alone would be wrong twice: it succeeds on a zombie, and on an unrelated process
-    that reused the pid. So the state letter and the start time come from ``/proc/PID/stat``.
-    """
-    pid = record.pid
-    boot_id = current_boot_id()
-    if record.boot_id and boot_id and record.boot_id != boot_id:
-        return RecordVerdict(record, False, False, None, "record is from another boot", "other-boot")
-    namespace = current_pid_namespace()
-    if record.pid_namespace and namespace and record.pid_namespace != namespace:
-        return RecordVerdict(
-            record, False, False, None, "record is from another PID namespace", "other-namespace"
-        )
-    process = read_process(pid)
-    if process is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return RecordVerdict(record, False, False, None, f"pid {pid} is dead", "dead")
-        except PermissionError:
-            pass
-        return RecordVerdict(
-            record, False, True, None, f"pid {pid} exists but /proc does not show it to us", "unknown"
-        )
-    if record.start_time and process.start_time != record.start_time:
-        return RecordVerdict(
-            record, False, False, process, f"pid {pid} was reused (start time differs)", "reused"
-        )
-    if process.is_zombie:
-        return RecordVerdict(
-            record, True, False, process, f"pid {pid} is a zombie (exited, not yet reaped)", "zombie"
-        )
-    if process.is_stopped:
-        return RecordVerdict(record, True, True, process, f"pid {pid} is stopped (SIGSTOP)", "stopped")
-    return RecordVerdict(record, True, True, process, f"pid {pid} is running", "running")
-
-
-def _format_time(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
-
-
-def _state_words(process: ProcessInfo) -> str:
-    since = f" since {_format_time(process.started_at)}"
-    if process.is_zombie:
-        return "zombie: exited, not yet reaped"
-    if process.is_stopped:
-        return "stopped (SIGSTOP)" + since
-    return "running" + since
-
-
-def describe_holder(holder: LockHolder, record: HolderRecord | None) -> str:
-    """Plain words for one lock holder, as errors, ``status`` and the CLI print them.
-
-    The usual case reads ``pid 4242 (mydaemon, running since 2026-11-22 09:14)``; anything unusual is
-    added: ``stopped (SIGSTOP)``, ``inherited the lock descriptor``, ``not the recorded owner``...
-
-    Args:
-        holder: from :func:`~ctrlsock.procfs.find_lock_holders`.
-        record: the lock file's record, if any, to say whether this holder is the recorded owner.
-    """
-    process = holder.process
-    recorded = record is not None and record.pid == holder.pid
-    reused = (
-        record is not None
-        and recorded
-        and bool(record.start_time)
-        and process is not None
-        and process.start_time != record.start_time
-    )
-    program = process.program if process is not None else ""
-    if record is not None and recorded and not reused and record.program:
-        # The name the daemon gave itself beats comm ("python3" for every Python daemon).
-        program = record.program
-    parts = [program] if program else []
-    if holder.how in {HOW_LOCKER, HOW_INHERITED}:
-        parts.append(_state_words(process) if process is not None else "state unknown")
-        if holder.how == HOW_INHERITED:
-            parts.append("inherited the lock descriptor")
-    elif holder.how == HOW_ORIGINAL_LOCKER_DEAD:
-        parts.append("zombie, the original locker" if process is not None else "dead, the original locker")
-        parts.append("the lock lives on in other processes")
-    elif holder.how == HOW_ORIGINAL_LOCKER_CLOSED:
-        parts.append("took the lock but no longer holds it; the lock lives on in other processes")
-    else:
-        parts.append(holder.how)
-    if recorded and holder.how in {HOW_LOCKER, HOW_INHERITED}:
-        if reused:
-            parts.append("not the recorded owner: its pid was reused")
-        elif holder.how == HOW_INHERITED:
-            parts.append("the recorded owner")
-    return f"pid {holder.pid} ({', '.join(parts)})"
-
-
-def describe_holders(holders: list[LockHolder], record: HolderRecord | None) -> tuple[str, ...]:
-    """One description per holder, then what the record says when its pid holds nothing.
-
-    This is what :class:`~ctrlsock.errors.LockHeldError` carries: e.g.
-    ``("pid 812 (kea-lfc, running since ..., inherited the lock descriptor)",
-    "recorded owner: pid 640 is dead")``.
-    """
-    words = [describe_holder(holder, record) for holder in holders]
-    if not holders:
-        words.append("a process that could not be identified")
-    if record is not None and not any(holder.pid == record.pid for holder in holders):
-        verdict = judge_record(record)
-        reason = verdict.reason
-        if verdict.trusted and verdict.alive:
-            # A disagreement worth naming: the record's writer lives on but keeps no lock.
-            reason += " but does not hold the lock"
-        words.append(f"recorded owner: {reason}")
-    return tuple(words)
 
 
 # --- taking the lock ------------------------------------------------------------------------------
@@ -432,6 +96,32 @@ def describe_holders(holders: list[LockHolder], record: HolderRecord | None) -> 
 
 class _PathReplacedError(Exception):
     """The lock path no longer names the inode we locked; take it again."""
+
+
+class LockIntegrity(StrEnum):
+    """Whether the lock path still names the file a :class:`SocketLock` holds."""
+
+    INTACT = "intact"
+    #: Nothing is at the lock path any more (a /tmp cleaner unlinked it): a second daemon could take a new
+    #: lock file there while we still serve.
+    DELETED = "deleted"
+    #: Another file is at the lock path now (someone else may hold it).
+    REPLACED = "replaced"
+
+
+# Locks holding files put back by restore(): filelock closes its own descriptor in a forked child, and
+# ours must not outlive the parent there either, or the child would keep the lock after the daemon died.
+_RESTORED: weakref.WeakSet[SocketLock] = weakref.WeakSet()
+
+
+def _close_restored_in_child() -> None:
+    for lock in list(_RESTORED):
+        for fd in lock._restored_fds:
+            os.close(fd)
+        lock._restored_fds.clear()
+
+
+os.register_at_fork(after_in_child=_close_restored_in_child)
 
 
 class SocketLock:
@@ -455,6 +145,8 @@ class SocketLock:
         self.record = record
         self._fd = fd
         self._filelock = lock
+        # Descriptors of lock files put back by restore(): each holds its own flock until release().
+        self._restored_fds: list[int] = []
         self._owner_pid = os.getpid()
         self._held = True
 
@@ -483,6 +175,61 @@ class SocketLock:
         self.record = dataclasses.replace(self.record, stopping_since=time.time())
         _write_record(self._fd, self.record.encode())
 
+    def check_intact(self) -> LockIntegrity:
+        """Whether ``lock_path`` still names the file whose ``flock`` we hold (``fstat`` against ``lstat``).
+
+        Cheap (two system calls): a daemon may call it every few seconds.
+        """
+        held = os.fstat(self._fd)
+        try:
+            named = os.lstat(self.lock_path)
+        except FileNotFoundError:
+            return LockIntegrity.DELETED
+        if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+            return LockIntegrity.INTACT if held.st_nlink else LockIntegrity.DELETED
+        return LockIntegrity.REPLACED
+
+    def restore(self) -> bool:
+        """Put a new, already locked lock file at ``lock_path`` after ours was deleted under us.
+
+        The new file is made without a name (``O_TMPFILE``, or else under a temporary name in the same
+        directory), locked, given our record, and only then ``link()``-ed to the lock path: ``link()`` fails
+        if anything appeared there meanwhile, so a daemon that took the path in between keeps it, untouched.
+        From then on this lock holds both files and :meth:`release` lets go of both.
+
+        Returns:
+            True when the lock path names a file we hold (already, or now); False when another file is
+            there (check who holds it) or the lock is not held.
+
+        Raises:
+            LockError: the directory cannot be written.
+        """
+        if not self.is_held:
+            return False
+        integrity = self.check_intact()
+        if integrity is LockIntegrity.INTACT:
+            return True
+        if integrity is LockIntegrity.REPLACED:
+            return False
+        fd = _open_unnamed(self.lock_path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _write_record(fd, self.record.encode())
+            try:
+                _link_descriptor(fd, self.lock_path)
+            except FileExistsError:
+                os.close(fd)
+                return False
+        except OSError as error:
+            os.close(fd)
+            raise LockError(
+                f"cannot restore the lock file {self.lock_path}: {error.strerror or error}"
+            ) from error
+        self._restored_fds.append(fd)
+        _RESTORED.add(self)
+        self._fd = fd
+        return True
+
     def release(self, clear_record: bool = True) -> None:
         """Release the lock; idempotent.
 
@@ -498,6 +245,9 @@ class SocketLock:
             if clear_record:
                 os.ftruncate(self._fd, 0)
         finally:
+            for fd in self._restored_fds:
+                os.close(fd)  # closing the only descriptor on it releases its flock
+            self._restored_fds.clear()
             self._filelock.release(force=True)
 
     def __enter__(self) -> Self:
@@ -514,6 +264,34 @@ class SocketLock:
     def __repr__(self) -> str:
         state = "held" if self.is_held else "released"
         return f"<SocketLock {self.lock_path} {state} by pid {self.record.pid}>"
+
+
+def _link_descriptor(fd: int, path: Path) -> None:
+    """Give the file open on ``fd`` the name ``path``; ``FileExistsError`` if anything is there.
+
+    ``linkat(AT_SYMLINK_FOLLOW)`` through ``/proc/self/fd`` (linkat(2)); passing a directory descriptor
+    makes CPython call ``linkat`` rather than ``link``, which would not follow the magic link.
+    """
+    proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(fd), path, src_dir_fd=proc_fds, follow_symlinks=True)
+    finally:
+        os.close(proc_fds)
+
+
+def _open_unnamed(lock_path: Path) -> int:
+    """A new empty file in ``lock_path``'s directory, with no name (or with a name already removed)."""
+    flags = os.O_RDWR | os.O_CLOEXEC
+    try:
+        return os.open(lock_path.parent, flags | os.O_TMPFILE, LOCK_FILE_MODE)
+    except OSError as error:
+        # Filesystems without O_TMPFILE answer EOPNOTSUPP (or EISDIR on kernels that predate it).
+        if error.errno not in {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}:
+            raise
+    temporary = lock_path.with_name(f".{lock_path.name}.{os.getpid()}.restore~")
+    fd = os.open(temporary, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, LOCK_FILE_MODE)
+    os.unlink(temporary)  # our descriptor keeps it; linkat() through /proc/self/fd names it again
+    return fd
 
 
 def _write_record(fd: int, data: bytes) -> None:
@@ -553,7 +331,8 @@ def _attempt(socket_path: Path, lock_path: Path, program: str | None) -> SocketL
             named = os.lstat(lock_path)
         except FileNotFoundError:
             raise _PathReplacedError from None
-        # DESIGN.md 2.1: after winning, the path must still name the locked inode, else retry.
+        # A file unlinked or renamed over between our open() and our flock() is not the lock of this
+        # path: after winning, the path must still name the locked inode, else take it again.
         if locked.st_nlink == 0 or (named.st_dev, named.st_ino) != (locked.st_dev, locked.st_ino):
             raise _PathReplacedError
         record = HolderRecord.for_current_process(socket_path, program)
@@ -587,26 +366,55 @@ def _attempt(socket_path: Path, lock_path: Path, program: str | None) -> SocketL
     return SocketLock(socket_path, lock_path, record, fd, lock)
 
 
-def _take(socket_path: Path, program: str | None) -> SocketLock | LockHeldError:
-    """The held lock, or the error that names who holds it."""
+def _take(socket_path: Path, program: str | None, *, explain: bool) -> SocketLock | LockHeldError:
+    """The held lock, or on contention the error naming who holds it (naming nobody unless ``explain``)."""
     socket_path = Path(socket_path)
     lock_path = lock_path_for(socket_path)
+    # Checked before the attempt, so that a refused start creates no file the running daemon's restore()
+    # would then meet at its path; and after winning, for a holder that appeared in between.
+    refused = _deleted_lock_refusal(lock_path, explain=explain)
+    if refused is not None:
+        return refused
     for _ in range(_MAX_ATTEMPTS):
         _check_lock_path(lock_path)
         taken = _attempt(socket_path, lock_path, program)
         if taken is not None:
+            refused = _deleted_lock_refusal(lock_path, explain=explain)
+            if refused is not None:
+                taken.release(clear_record=True)
+                return refused
             return taken
+        if not explain:
+            if is_flock_held(lock_path):
+                return LockHeldError(lock_path, ())
+            continue
         holders = find_lock_holders(lock_path)
         if holders or is_flock_held(lock_path):
             return _held_error(lock_path, holders)
         # Nobody holds it now: the holder released between our flock and our look, or the path was
         # replaced under us. Either way, try again.
-    return _held_error(lock_path, find_lock_holders(lock_path))
+    return _held_error(lock_path, find_lock_holders(lock_path)) if explain else LockHeldError(lock_path, ())
+
+
+def _deleted_lock_refusal(lock_path: Path, *, explain: bool) -> LockHeldError | None:
+    """The refusal when a live process holds a lock file that was at ``lock_path`` and was unlinked.
+
+    That process is a daemon serving this socket whose lock file a /tmp cleaner deleted: a new lock file at
+    the path would let a second daemon serve the same socket beside it.
+    """
+    holders = find_deleted_lock_holders(lock_path)
+    if not holders:
+        return None
+    words = tuple(f"{describe_holder(holder, None)}, on the deleted lock file" for holder in holders)
+    pids = tuple(holder.pid for holder in holders)
+    return LockHeldError(lock_path, words if explain else (), pids=pids)
 
 
 def _held_error(lock_path: Path, holders: list[LockHolder]) -> LockHeldError:
     live = tuple(holder.pid for holder in holders if holder.holds_lock)
-    return LockHeldError(lock_path, describe_holders(holders, read_record(lock_path)), pids=live)
+    record = read_record(lock_path)
+    verdict = judge_record(record) if record is not None else None
+    return LockHeldError(lock_path, describe_holders(holders, record, verdict), pids=live)
 
 
 def take_lock(socket_path: Path, *, program: str | None = None) -> SocketLock:
@@ -626,7 +434,7 @@ def take_lock(socket_path: Path, *, program: str | None = None) -> SocketLock:
         UnsafePathError: the lock path is a symlink or not a regular file.
         LockError: the directory is missing, or the file cannot be opened or locked.
     """
-    taken = _take(socket_path, program)
+    taken = _take(socket_path, program, explain=True)
     if isinstance(taken, LockHeldError):
         raise taken
     return taken
@@ -635,7 +443,8 @@ def take_lock(socket_path: Path, *, program: str | None = None) -> SocketLock:
 def try_take_lock(socket_path: Path, *, program: str | None = None) -> SocketLock | None:
     """Like :func:`take_lock`, but return ``None`` when another process holds the lock.
 
-    Unsafe paths and other errors still raise.
+    Cheaper than :func:`take_lock` on contention: it does not look for who holds the lock. Unsafe paths and
+    other errors still raise.
     """
-    taken = _take(socket_path, program)
+    taken = _take(socket_path, program, explain=False)
     return None if isinstance(taken, LockHeldError) else taken

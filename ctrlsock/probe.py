@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import pwd
 import stat
 import time
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ from ctrlsock.errors import (
     SocketPermissionError,
     TruncatedReplyError,
 )
-from ctrlsock.lock import HolderRecord, judge_record, read_record
+from ctrlsock.holder_words import condition_words, owner_words, who
 from ctrlsock.names import LOCK_SUFFIX, lock_path_for
 from ctrlsock.procfs import (
     HOW_INHERITED,
@@ -57,6 +56,7 @@ from ctrlsock.procfs import (
     find_lock_holders,
     is_flock_held,
 )
+from ctrlsock.record import DOUBTFUL_STATUSES, HolderRecord, RecordStatus, judge_record, read_record
 
 __all__ = ["Holder", "ProbeReport", "State", "probe", "probe_paths"]
 
@@ -78,10 +78,6 @@ _HOW_WORDS: Final = {
     HOW_ORIGINAL_LOCKER_DEAD: HOW_ORIGINAL_DEAD,
     HOW_ORIGINAL_LOCKER_CLOSED: HOW_ORIGINAL_CLOSED,
 }
-
-
-# RecordVerdict.status values that mean "this record cannot be checked here", not "its owner died".
-_DOUBTFUL: Final = frozenset({"reused", "other-boot", "other-namespace", "unknown"})
 
 
 class State(StrEnum):
@@ -181,13 +177,6 @@ class ProbeReport:
 # --- small facts --------------------------------------------------------------------------------------
 
 
-def _user_name(uid: int) -> str:
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
-        return f"uid {uid}"
-
-
 def _kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "socket"
@@ -216,23 +205,6 @@ def _process_status(process: ProcessInfo | None) -> tuple[bool, str]:
     if process.is_stopped:
         return True, "stopped"
     return True, "running"
-
-
-def _who(pid: int, program: str | None) -> str:
-    return f"pid {pid} ({program})" if program else f"pid {pid}"
-
-
-def _condition(holder: Holder) -> str:
-    """A holder's condition as a clause for a problem sentence."""
-    if holder.status == "stopped":
-        return "is stopped (SIGSTOP)"
-    if holder.status == "zombie":
-        return "is a zombie"
-    if holder.status == "dead":
-        return "is dead"
-    if holder.status == "unknown":
-        return "cannot be seen from here"
-    return "is alive"
 
 
 # --- the three signals --------------------------------------------------------------------------------
@@ -299,7 +271,7 @@ def _recorded_holder(record: HolderRecord) -> tuple[Holder, bool, str]:
     verdict = judge_record(record)
     if verdict.trusted:
         alive, status = _process_status(verdict.process)
-    elif verdict.status in {"other-namespace", "unknown"}:
+    elif verdict.status in {RecordStatus.OTHER_NAMESPACE, RecordStatus.UNKNOWN}:
         # Not visible from here: it may well be alive (in a container, or hidden by hidepid).
         alive, status = verdict.alive, "unknown"
     else:
@@ -315,7 +287,7 @@ def _recorded_holder(record: HolderRecord) -> tuple[Holder, bool, str]:
         since=record.started_at or None,
         start_time=record.start_time,
     )
-    doubt = verdict.reason if verdict.status in _DOUBTFUL else ""
+    doubt = verdict.reason if verdict.status in DOUBTFUL_STATUSES else ""
     return holder, verdict.trusted, doubt
 
 
@@ -493,7 +465,7 @@ def _probe_once(socket_path: Path, timeout: float) -> ProbeReport:
             leftovers = True
         euid = os.geteuid()
         if leftovers and euid not in {socket_st.st_uid, 0}:
-            problems.append(f"the socket is owned by {_user_name(socket_st.st_uid)}, not by us")
+            problems.append(f"the socket is owned by {owner_words(socket_st.st_uid)}, not by us")
             report.state = State.FOREIGN
             return report
     if recorded is not None:
@@ -502,13 +474,13 @@ def _probe_once(socket_path: Path, timeout: float) -> ProbeReport:
             problems.append(f"a holder record is left behind and not trusted: {record_reason}")
         elif recorded.alive:
             problems.append(
-                f"the record names {_who(recorded.pid, recorded.program)}, "
-                f"which {_condition(recorded)} but does not hold the lock"
+                f"the record names {who(recorded.pid, recorded.program)}, "
+                f"which {condition_words(recorded.status)} but does not hold the lock"
             )
         else:
             problems.append(
-                f"a holder record is left behind: the recorded owner {_who(recorded.pid, recorded.program)} "
-                f"{_condition(recorded)}"
+                f"a holder record is left behind: the recorded owner {who(recorded.pid, recorded.program)} "
+                f"{condition_words(recorded.status)}"
             )
     if unreadable_bytes:
         problems.append(
@@ -557,10 +529,10 @@ def _describe_lock(
     )
     # Why the original owner is not the one holding it: the record says so first, else /proc/locks.
     if recorded is not None and not recorded.alive:
-        gone = f"the recorded owner {_who(recorded.pid, recorded.program)} {_condition(recorded)}"
+        gone = f"the recorded owner {who(recorded.pid, recorded.program)} {condition_words(recorded.status)}"
     elif dead_original is not None:
         verb = "closed its descriptor" if dead_original.how == HOW_ORIGINAL_CLOSED else "is dead"
-        gone = f"the original locker {_who(dead_original.pid, dead_original.program)} {verb}"
+        gone = f"the original locker {who(dead_original.pid, dead_original.program)} {verb}"
     else:
         gone = ""
     if not lockers:
@@ -571,27 +543,27 @@ def _describe_lock(
     owner_alive = any(h.how != HOW_INHERITED_DESCRIPTOR for h in lockers)
     for holder in lockers:
         if holder.how == HOW_INHERITED_DESCRIPTOR:
-            who = _who(holder.pid, holder.program)
+            named = who(holder.pid, holder.program)
             stopped = " and is stopped (SIGSTOP)" if holder.status == "stopped" else ""
             if owner_alive:
                 # Not wrong yet, but it would keep the lock (and the socket) if the owner died.
-                problems.append(f"{who} also holds the lock through an inherited descriptor{stopped}")
+                problems.append(f"{named} also holds the lock through an inherited descriptor{stopped}")
                 continue
-            sentence = f"lock held by {who}, which inherited it{stopped}"
+            sentence = f"lock held by {named}, which inherited it{stopped}"
             problems.append(f"{sentence}; {gone}" if gone else sentence)
         elif holder.status == "stopped":
-            problems.append(f"lock held by {_who(holder.pid, holder.program)}, which is stopped (SIGSTOP)")
+            problems.append(f"lock held by {who(holder.pid, holder.program)}, which is stopped (SIGSTOP)")
     if recorded is not None:
         if record_reason:
             problems.append(f"the holder record is not trusted: {record_reason}")
         elif recorded.alive:
             problems.append(
-                f"the record names {_who(recorded.pid, recorded.program)}, "
-                f"which {_condition(recorded)} but does not hold the lock"
+                f"the record names {who(recorded.pid, recorded.program)}, "
+                f"which {condition_words(recorded.status)} but does not hold the lock"
             )
         elif not any(h.how == HOW_INHERITED_DESCRIPTOR for h in lockers) and lockers:
-            who = ", ".join(_who(h.pid, h.program) for h in lockers)
-            problems.append(f"lock held by {who}; {gone}")
+            names = ", ".join(who(h.pid, h.program) for h in lockers)
+            problems.append(f"lock held by {names}; {gone}")
 
 
 # --- scanning -----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Read-only views of Linux ``/proc``: processes, and who holds a ``flock`` on a file.
 
 Nothing here takes a lock, opens a lock file for writing, or signals a process: a status check that
-took the lock even briefly could make a starting daemon fail (DESIGN.md section 3).
+took the lock even briefly could make a starting daemon fail: its own non-blocking ``flock`` would meet
+ours and it would report the socket as taken.
 
 Kernel facts this module relies on (measured on 6.18, stable since 2.6):
 
@@ -15,6 +16,13 @@ Kernel facts this module relies on (measured on 6.18, stable since 2.6):
 - ``/proc/PID/fdinfo/FD`` carries the same text after ``lock:`` for a descriptor whose open file
   description holds the lock: every process that inherited the descriptor shows it, which is how a
   child that inherited a dead daemon's lock is found.
+- ``/proc/PID/fd/N`` of a file unlinked after it was opened reads ``<path> (deleted)``.
+- ``/proc/net/unix`` lists every AF_UNIX socket of this network namespace with its socket inode and the
+  address it was bound to (the name given to ``bind()``, even after that file was unlinked or renamed);
+  flag ``00010000`` (``__SO_ACCEPTCON``) marks a listening socket. A descriptor on it reads
+  ``socket:[INODE]`` in ``/proc/PID/fd``.
+- Fields 14 and 15 of ``/proc/PID/stat`` (``utime``, ``stime``) are the CPU time of all its threads in clock
+  ticks: a process whose sum does not move is making no progress.
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Final
@@ -34,29 +43,52 @@ __all__ = [
     "HOW_ORIGINAL_LOCKER_CLOSED",
     "HOW_ORIGINAL_LOCKER_DEAD",
     "LockHolder",
+    "LockHow",
     "ProcessInfo",
     "current_boot_id",
     "current_pid_namespace",
+    "find_deleted_lock_holders",
     "find_lock_holders",
+    "find_lockers",
+    "find_socket_holders",
+    "holds_socket",
     "is_flock_held",
+    "listening_socket_inodes",
+    "read_cpu_ticks",
     "read_process",
 ]
 
 PROC: Final = Path("/proc")
 
-#: ``LockHolder.how``: the pid ``/proc/locks`` names, and it still holds the lock through a descriptor.
-HOW_LOCKER: Final = "locker"
-#: ``LockHolder.how``: holds the lock through a descriptor it inherited; not the pid ``/proc/locks`` names.
-HOW_INHERITED: Final = "inherited"
-#: ``LockHolder.how``: ``/proc/locks`` names a pid that no longer exists (or a zombie); others keep the lock.
-HOW_ORIGINAL_LOCKER_DEAD: Final = "original-locker-dead"
-#: ``LockHolder.how``: ``/proc/locks`` names a live pid that no longer has the file open (it closed its
-#: descriptor, or the pid was reused by an unrelated process); others keep the lock.
-HOW_ORIGINAL_LOCKER_CLOSED: Final = "original-locker-closed"
+
+class LockHow(StrEnum):
+    """How a process is tied to a ``flock``."""
+
+    #: The pid ``/proc/locks`` names, and it still holds the lock through a descriptor.
+    LOCKER = "locker"
+    #: Holds the lock through a descriptor it inherited; not the pid ``/proc/locks`` names.
+    INHERITED = "inherited"
+    #: ``/proc/locks`` names a pid that no longer exists (or a zombie); others keep the lock.
+    ORIGINAL_LOCKER_DEAD = "original-locker-dead"
+    #: ``/proc/locks`` names a live pid that no longer has the file open (it closed its descriptor, or the
+    #: pid was reused by an unrelated process); others keep the lock.
+    ORIGINAL_LOCKER_CLOSED = "original-locker-closed"
+
+
+# The older names of the members, kept for callers written against them.
+HOW_LOCKER: Final = LockHow.LOCKER
+HOW_INHERITED: Final = LockHow.INHERITED
+HOW_ORIGINAL_LOCKER_DEAD: Final = LockHow.ORIGINAL_LOCKER_DEAD
+HOW_ORIGINAL_LOCKER_CLOSED: Final = LockHow.ORIGINAL_LOCKER_CLOSED
+
+#: ``/proc/net/unix`` flag of a listening socket (``__SO_ACCEPTCON``).
+_SO_ACCEPTCON: Final = 0x10000
 
 # /proc/PID/stat fields counted from 1, as proc(5) numbers them; the list after the last ")" starts at 3.
 _STAT_FIRST_FIELD_AFTER_COMM: Final = 3
 _STAT_PPID: Final = 4
+_STAT_UTIME: Final = 14
+_STAT_STIME: Final = 15
 _STAT_STARTTIME: Final = 22
 
 # Descriptor link targets that can never be a lock file: skip their stat() in the /proc/*/fd scan.
@@ -77,6 +109,7 @@ class ProcessInfo:
             boot id it names exactly one process, which catches a reused pid.
         uid: the real user id, or -1 when ``/proc/PID/status`` could not be read.
         started_at: the start as unix time, computed from the boot time and ``start_time``.
+        cpu_ticks: CPU time used so far by all its threads (``utime + stime``), in clock ticks.
     """
 
     pid: int
@@ -87,6 +120,7 @@ class ProcessInfo:
     start_time: int
     uid: int
     started_at: float
+    cpu_ticks: int = 0
 
     @property
     def is_zombie(self) -> bool:
@@ -115,13 +149,12 @@ class LockHolder:
     Attributes:
         pid: the process id.
         process: what ``/proc`` says about it, or ``None`` when it no longer exists.
-        how: one of ``"locker"``, ``"inherited"``, ``"original-locker-dead"``, ``"original-locker-closed"``
-            (the ``HOW_*`` constants).
+        how: how it is tied to the lock.
     """
 
     pid: int
     process: ProcessInfo | None
-    how: str
+    how: LockHow
 
     @property
     def holds_lock(self) -> bool:
@@ -151,8 +184,8 @@ def _boot_time() -> float:
     return 0.0
 
 
-def _parse_stat(text: str) -> tuple[str, str, int, int] | None:
-    """(comm, state, ppid, start_time) from a ``/proc/PID/stat`` line, or None if malformed."""
+def _parse_stat(text: str) -> tuple[str, str, int, int, int] | None:
+    """(comm, state, ppid, start_time, cpu_ticks) from a ``/proc/PID/stat`` line, or None if malformed."""
     open_paren = text.find("(")
     close_paren = text.rfind(")")
     if open_paren < 0 or close_paren < open_paren:
@@ -163,9 +196,12 @@ def _parse_stat(text: str) -> tuple[str, str, int, int] | None:
         state = fields[0]
         ppid = int(fields[_STAT_PPID - _STAT_FIRST_FIELD_AFTER_COMM])
         start_time = int(fields[_STAT_STARTTIME - _STAT_FIRST_FIELD_AFTER_COMM])
+        cpu_ticks = int(fields[_STAT_UTIME - _STAT_FIRST_FIELD_AFTER_COMM]) + int(
+            fields[_STAT_STIME - _STAT_FIRST_FIELD_AFTER_COMM]
+        )
     except (IndexError, ValueError):
         return None
-    return comm, state, ppid, start_time
+    return comm, state, ppid, start_time, cpu_ticks
 
 
 def _read_uid(pid: int) -> int:
@@ -196,7 +232,7 @@ def read_process(pid: int) -> ProcessInfo | None:
     parsed = _parse_stat(text)
     if parsed is None:
         return None
-    comm, state, ppid, start_time = parsed
+    comm, state, ppid, start_time, cpu_ticks = parsed
     try:
         raw_cmdline = (PROC / str(pid) / "cmdline").read_bytes()
     except OSError:  # exited since the stat read, or hidden
@@ -211,7 +247,22 @@ def read_process(pid: int) -> ProcessInfo | None:
         start_time=start_time,
         uid=_read_uid(pid),
         started_at=_boot_time() + start_time / _clock_ticks(),
+        cpu_ticks=cpu_ticks,
     )
+
+
+def read_cpu_ticks(pid: int) -> tuple[int, str] | None:
+    """(CPU time used so far in clock ticks, state letter) of ``pid``: one small read, or None if gone."""
+    text = _read_text(PROC / str(pid) / "stat")
+    parsed = _parse_stat(text) if text is not None else None
+    if parsed is None:
+        return None
+    return parsed[4], parsed[1]
+
+
+def clock_ticks_per_second() -> int:
+    """``sysconf(_SC_CLK_TCK)``: the unit of ``start_time`` and ``cpu_ticks``."""
+    return _clock_ticks()
 
 
 def current_boot_id() -> str:
@@ -389,3 +440,162 @@ def _fd_table_readable(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def find_lockers(lock_path: Path) -> list[LockHolder] | None:
+    """The holders of the ``flock`` on ``lock_path`` found by looking only at the pids ``/proc/locks`` names.
+
+    The cheap look for a healthy daemon: one read of ``/proc/locks`` and the descriptor table of the pid it
+    names, whatever the number of processes on the host.
+
+    Returns:
+        ``[]`` when nobody holds the lock; the lockers when every pid ``/proc/locks`` names still holds it
+        through a descriptor of its own; ``None`` when one does not (it died or closed its descriptor and
+        others keep the lock): only :func:`find_lock_holders`, which reads every process, can say who.
+    """
+    identity = _file_identity(lock_path)
+    if identity is None:
+        return []
+    holders: list[LockHolder] = []
+    for pid in _flock_pids(identity):
+        _, has_lock = _fds_with_lock(pid, identity)
+        if not has_lock:
+            return None
+        holders.append(LockHolder(pid, read_process(pid), LockHow.LOCKER))
+    return holders
+
+
+def _lock_line_identities(pid: int, fd: str) -> set[tuple[int, int, int]]:
+    """The files whose FLOCK descriptor ``fd`` of ``pid`` carries, from its fdinfo."""
+    identities: set[tuple[int, int, int]] = set()
+    for line in (_read_text(PROC / str(pid) / "fdinfo" / fd) or "").splitlines():
+        if line.startswith("lock:"):
+            parsed = _parse_lock_line(line.removeprefix("lock:"))
+            if parsed is not None and parsed[0] == "FLOCK":
+                identities.add(parsed[2])
+    return identities
+
+
+def find_deleted_lock_holders(lock_path: Path) -> list[LockHolder]:
+    """Live processes that hold a ``flock`` on a file that was ``lock_path`` and has been unlinked.
+
+    A /tmp cleaner that deletes a running daemon's lock file leaves the daemon holding a lock nobody can
+    see at the path any more. Its descriptor still reads ``<lock_path> (deleted)`` in ``/proc/PID/fd``, so
+    only the pids ``/proc/locks`` names for some FLOCK are looked at (a few, whatever the host runs).
+
+    Args:
+        lock_path: the lock file's path; its directory is resolved, as the kernel prints it.
+
+    Returns:
+        The processes, in pid order, as ``locker`` holders.
+    """
+    directory = os.path.realpath(lock_path.parent)
+    wanted = {f"{os.path.join(directory, lock_path.name)} (deleted)"}
+    if lock_path.is_absolute():
+        wanted.add(f"{lock_path} (deleted)")
+    text = _read_text(PROC / "locks") or ""
+    candidates: set[int] = set()
+    for line in text.splitlines():
+        parsed = _parse_lock_line(line)
+        if parsed is not None and parsed[0] == "FLOCK":
+            candidates.add(parsed[1])
+    holders: list[LockHolder] = []
+    for pid in sorted(candidates):
+        fd_dir = PROC / str(pid) / "fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd_dir / fd)
+            except OSError:
+                continue
+            if target not in wanted:
+                continue
+            try:
+                st = os.stat(fd_dir / fd)
+            except OSError:
+                continue
+            if st.st_nlink != 0:
+                continue  # linked again under that name meanwhile: not a deleted file
+            identity = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+            if identity in _lock_line_identities(pid, fd):
+                process = read_process(pid)
+                if process is not None and not process.is_zombie:
+                    holders.append(LockHolder(pid, process, LockHow.LOCKER))
+                break
+    return holders
+
+
+def listening_socket_inodes(addresses: Iterable[str]) -> dict[int, str]:
+    """The listening AF_UNIX sockets bound to one of ``addresses``: {socket inode: address}.
+
+    Read from ``/proc/net/unix``, which shows the address given to ``bind()`` even when the file at that
+    path has since been unlinked or renamed (as ``link()`` + ``unlink()`` of a temporary name leaves it).
+    """
+    wanted = set(addresses)
+    found: dict[int, str] = {}
+    text = _read_text(PROC / "net/unix") or ""
+    for line in text.splitlines()[1:]:
+        fields = line.split(maxsplit=7)
+        if len(fields) < 8:
+            continue
+        _, _, _, flags, _, _, inode, address = fields
+        if address not in wanted:
+            continue
+        try:
+            if int(flags, 16) & _SO_ACCEPTCON:
+                found[int(inode)] = address
+        except ValueError:
+            continue
+    return found
+
+
+def _socket_links(inodes: Iterable[int]) -> set[str]:
+    return {f"socket:[{inode}]" for inode in inodes}
+
+
+def holds_socket(pid: int, inodes: Iterable[int]) -> bool:
+    """Whether process ``pid`` has a descriptor on one of the sockets ``inodes``."""
+    links = _socket_links(inodes)
+    fd_dir = PROC / str(pid) / "fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd_dir / fd) in links:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def find_socket_holders(inodes: Iterable[int]) -> list[ProcessInfo]:
+    """Every process (that we may look at) with a descriptor on one of the sockets ``inodes``, by pid.
+
+    This reads every ``/proc/PID/fd``: call it only when something is wrong.
+    """
+    links = _socket_links(inodes)
+    if not links:
+        return []
+    found: list[ProcessInfo] = []
+    for pid in sorted(_all_pids()):
+        fd_dir = PROC / str(pid) / "fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd_dir / fd)
+            except OSError:
+                continue
+            if target in links:
+                process = read_process(pid)
+                if process is not None:
+                    found.append(process)
+                break
+    return found

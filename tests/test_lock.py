@@ -22,6 +22,7 @@ from ctrlsock.lock import (
     RECORD_FORMAT,
     RECORD_VERSION,
     HolderRecord,
+    LockIntegrity,
     describe_holder,
     judge_record,
     lock_path_for,
@@ -34,10 +35,12 @@ from ctrlsock.procfs import (
     HOW_ORIGINAL_LOCKER_DEAD,
     current_boot_id,
     current_pid_namespace,
+    find_deleted_lock_holders,
     find_lock_holders,
     is_flock_held,
     read_process,
 )
+from ctrlsock.record import RecordStatus
 from tests.kea import KeaDaemon, start_kea
 from tests.support import Child, kill_foreign, wait_for_state
 
@@ -285,9 +288,16 @@ def test_record_of_this_process_is_trusted_and_alive() -> None:
     assert (verdict.trusted, verdict.alive, verdict.status) == (True, True, "running")
 
 
-def test_record_without_start_time_is_judged_on_what_it_has() -> None:
-    verdict = judge_record(HolderRecord(version=0, pid=os.getpid()))
-    assert (verdict.trusted, verdict.alive) == (True, True)
+def test_record_without_start_time_is_not_trusted_for_a_live_pid() -> None:
+    # A bare pid (or a record missing its start time) names a pid, not a process: whatever runs under
+    # that pid now may have been handed it after the writer died.
+    for record in (HolderRecord(version=0, pid=os.getpid()), _record_for(os.getpid(), start_time=0)):
+        verdict = judge_record(record)
+        assert (verdict.trusted, verdict.status) == (False, RecordStatus.UNVERIFIABLE)
+        assert verdict.reason == (
+            f"the record has no start time: whether pid {os.getpid()} is the process that wrote it "
+            "cannot be checked"
+        )
 
 
 def test_describe_holder_names_a_reused_pid(sock_path: Path) -> None:
@@ -547,3 +557,83 @@ def test_mark_stopping_rewrites_the_record_and_release_clears_it(sock_dir: Path)
     finally:
         lock.release()
     assert lock.lock_path.read_bytes() == b""
+
+
+# --- a lock file deleted under its holder -------------------------------------------------------------
+
+
+def test_take_lock_refuses_while_a_live_process_holds_the_deleted_lock_file(sock_path: Path) -> None:
+    lock_path = lock_path_for(sock_path)
+    with Child("lock_holder.py", str(sock_path), "--program", "mydaemon") as holder:
+        (pid,) = map(int, holder.expect_ready())
+        lock_path.unlink()  # what a /tmp cleaner does
+        with pytest.raises(LockHeldError) as caught:
+            take_lock(sock_path)
+        assert caught.value.pids == (pid,)
+        assert f"held by pid {pid} (" in str(caught.value)
+        assert "on the deleted lock file" in str(caught.value)
+        assert try_take_lock(sock_path) is None
+        # Refused before creating anything: the daemon can still put its own lock file back.
+        assert not lock_path.exists()
+    with take_lock(sock_path) as lock:  # once the daemon is gone, the path is free again
+        assert lock.record.pid == os.getpid()
+
+
+def test_check_intact_tells_deleted_and_replaced_lock_files(sock_path: Path) -> None:
+    with take_lock(sock_path) as lock:
+        assert lock.check_intact() is LockIntegrity.INTACT
+        lock.lock_path.unlink()
+        assert lock.check_intact() is LockIntegrity.DELETED
+        lock.lock_path.write_bytes(b"")
+        assert lock.check_intact() is LockIntegrity.REPLACED
+
+
+def test_restore_puts_a_locked_file_with_our_record_back(sock_path: Path) -> None:
+    lock = take_lock(sock_path, program="mydaemon")
+    try:
+        assert lock.restore() is True  # intact: nothing to do
+        lock.lock_path.unlink()
+        assert lock.restore() is True
+        assert lock.check_intact() is LockIntegrity.INTACT
+        assert read_record(lock.lock_path) == lock.record
+        assert stat.S_IMODE(os.lstat(lock.lock_path).st_mode) == 0o600
+        assert is_flock_held(lock.lock_path)
+        assert [h.pid for h in find_lock_holders(lock.lock_path)] == [os.getpid()]
+        assert [name for name in os.listdir(sock_path.parent)] == [lock.lock_path.name]  # no debris
+        assert try_take_lock(sock_path) is None
+    finally:
+        lock.release()
+    assert lock.lock_path.read_bytes() == b""
+    assert not is_flock_held(lock.lock_path)
+    assert find_deleted_lock_holders(lock.lock_path) == []  # the old, unlinked file was let go too
+    with take_lock(sock_path):
+        pass
+
+
+def test_restore_leaves_a_file_that_appeared_at_the_path_alone(sock_path: Path) -> None:
+    with take_lock(sock_path) as lock:
+        lock.lock_path.unlink()
+        lock.lock_path.write_bytes(b"someone else's")
+        assert lock.restore() is False
+        assert lock.lock_path.read_bytes() == b"someone else's"
+        assert lock.check_intact() is LockIntegrity.REPLACED
+
+
+def test_a_forked_child_does_not_keep_a_restored_lock(sock_path: Path) -> None:
+    with take_lock(sock_path) as lock:
+        lock.lock_path.unlink()
+        assert lock.restore()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.close(write_end)
+            os.read(read_end, 1)  # alive until the parent has looked
+            os._exit(0 if not lock.is_held else 1)
+        os.close(read_end)
+        try:
+            holders = find_lock_holders(lock.lock_path)
+            assert [h.pid for h in holders] == [os.getpid()]
+        finally:
+            os.close(write_end)
+            _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
