@@ -1,19 +1,29 @@
 """The command channel a daemon embeds: a Kea-compatible control socket for asyncio and threaded daemons.
 
-One sans-IO session per connection (``session.py``) shared by two engines: an epoll loop for the thread
-embedding and ``ctrlsock serve`` (``engine.py``), and the running asyncio loop's readiness callbacks
-(``aio.py``). ``endpoint.py`` does start-up and stop (lock, recovery, bind, clean stop), ``commands.py`` the
-registry and access checks, ``builtin_commands.py`` Kea's built-ins.
+``core.py`` is the facade (:class:`ControlServer`); ``endpoint.py`` does start-up and stop of the socket
+(lock, recovery, bind, clean stop); ``engine.py`` serves connections through a waiter (``epoll.py`` for the
+thread embedding and ``ctrlsock serve``, ``aio.py`` for asyncio); ``session.py`` is the sans-IO protocol
+state of one connection; ``commands.py`` the registry and access checks; ``builtin_commands.py`` Kea's
+built-ins; ``signals.py`` SIGTERM/SIGINT for every server of the process; ``upkeep.py`` the defence
+against /tmp cleaners.
 """
 
 from __future__ import annotations
 
-from .commands import CommandContext, Handler, HandlerResult, PeerCredentials
+import logging
+
+from .commands import ACCESS_DENIED_PREFIX, CommandContext, Handler, HandlerResult, PeerCredentials
 from .config import Access, ConfigProvider, JsonFileConfig, ServerConfig
-from .core import ControlServer
-from .engine import ServerStats
+from .core import ControlServer, ServerState
+from .engine import SHUTTING_DOWN_TEXT
+from .stats import ServerStats
+
+# A library never prints through Python's last-resort handler: the daemon decides where logs go.
+logging.getLogger("ctrlsock").addHandler(logging.NullHandler())
 
 __all__ = [
+    "ACCESS_DENIED_PREFIX",
+    "SHUTTING_DOWN_TEXT",
     "Access",
     "CommandContext",
     "ConfigProvider",
@@ -23,5 +33,6 @@ __all__ = [
     "JsonFileConfig",
     "PeerCredentials",
     "ServerConfig",
+    "ServerState",
     "ServerStats",
 ]

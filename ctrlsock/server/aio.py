@@ -1,107 +1,84 @@
-"""The asyncio engine: the same sessions and logic as the epoll engine, driven by a running event loop.
+"""The asyncio waiter: the engine driven by a running event loop's readiness callbacks.
 
 It uses the loop's low-level readiness callbacks (``add_reader``/``add_writer``), not streams: streams cost a
-transport, a protocol, a reader and a writer per connection and copy every chunk (DESIGN.md/issue 3 measured a
-naive streams server at under half of Kea). Plain handlers run inline on the loop; coroutine handlers run as
-tasks, so a slow one holds up only its own connection.
+transport, a protocol, a reader and a writer per connection and copy every chunk (a streams server measured
+under half of Kea's throughput). Coroutine handlers run as tasks on this loop; plain handlers run in worker
+threads and post their reply back with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
-from .engine import READ, WRITE, Connection, EngineBase
+from .commands import Call
+from .engine import Connection, Engine
 
-if TYPE_CHECKING:
-    from .core import ControlServer
-    from .endpoint import Endpoint
-
-__all__ = ["AsyncioEngine"]
+__all__ = ["AsyncioWaiter"]
 
 
-class AsyncioEngine(EngineBase):
-    """Serves on ``loop``; :meth:`start`, then :meth:`request_stop` and ``await`` :meth:`wait_stopped`."""
+class AsyncioWaiter:
+    """Serves on ``loop``: :meth:`start`, then :meth:`request_stop` and ``await`` :meth:`wait_stopped`."""
 
-    def __init__(self, server: ControlServer, endpoint: Endpoint, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(server, endpoint)
-        self._loop = loop
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self._engine = engine
+        self.loop = loop
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._stopped: asyncio.Future[None] = loop.create_future()
-        self._grace_timer: asyncio.TimerHandle | None = None
+        self._accepting = False
+        engine.attach(self)
 
     def start(self) -> None:
-        self._loop.add_reader(self._listen_fd, self._accept_callback)
+        self.resume_accepting()
 
     # --- entry points from the loop ------------------------------------------------------------------
 
     def _accept_callback(self) -> None:
-        self._now = time.monotonic()
-        self._on_acceptable()
+        engine = self._engine
+        engine.now = time.monotonic()
+        engine.on_acceptable()
 
     def _read_callback(self, conn: Connection) -> None:
-        self._now = time.monotonic()
-        self._on_readable(conn)
-        self._maybe_finished()
+        engine = self._engine
+        engine.now = time.monotonic()
+        engine.on_readable(conn)
 
     def _write_callback(self, conn: Connection) -> None:
-        self._now = time.monotonic()
-        self._on_writable(conn)
-        self._maybe_finished()
+        engine = self._engine
+        engine.now = time.monotonic()
+        engine.on_writable(conn)
 
-    # --- engine primitives ---------------------------------------------------------------------------
+    # --- the Waiter interface ----------------------------------------------------------------------
 
-    def _watch_read(self, conn: Connection) -> None:
-        if conn.events == WRITE:
-            self._loop.remove_writer(conn.fd)
-        self._loop.add_reader(conn.fd, self._read_callback, conn)
-        conn.events = READ
+    def watch_read(self, conn: Connection) -> None:
+        if conn.events:
+            self.loop.remove_writer(conn.fd)
+        self.loop.add_reader(conn.fd, self._read_callback, conn)
 
-    def _watch_write(self, conn: Connection) -> None:
-        if conn.events == READ:
-            self._loop.remove_reader(conn.fd)
-        self._loop.add_writer(conn.fd, self._write_callback, conn)
-        conn.events = WRITE
+    def watch_write(self, conn: Connection) -> None:
+        if conn.events:
+            self.loop.remove_reader(conn.fd)
+        self.loop.add_writer(conn.fd, self._write_callback, conn)
 
-    def _unwatch(self, conn: Connection) -> None:
-        if conn.events == READ:
-            self._loop.remove_reader(conn.fd)
-        elif conn.events == WRITE:
-            self._loop.remove_writer(conn.fd)
-        conn.events = 0
+    def unwatch(self, conn: Connection) -> None:
+        self.loop.remove_reader(conn.fd)
+        self.loop.remove_writer(conn.fd)
 
-    def _pause_accepting(self) -> None:
-        self._loop.remove_reader(self._listen_fd)
-        if not self._stopping:
-            self._schedule_timer()
+    def pause_accepting(self) -> None:
+        if self._accepting:
+            self._accepting = False
+            self.loop.remove_reader(self._engine.listen_fd)
 
-    def _resume_accepting(self) -> None:
-        self._loop.add_reader(self._listen_fd, self._accept_callback)
+    def resume_accepting(self) -> None:
+        if not self._accepting:
+            self._accepting = True
+            self.loop.add_reader(self._engine.listen_fd, self._accept_callback)
 
-    def _run_async(self, conn: Connection, coroutine: Coroutine[Any, Any, bytes]) -> None:
-        task = self._loop.create_task(coroutine)
-        conn.task = task
-        task.add_done_callback(lambda done: self._async_done(conn, done))
-
-    def _async_done(self, conn: Connection, task: asyncio.Task[bytes]) -> None:
-        conn.task = None
-        if task.cancelled() or self._conns.get(conn.fd) is not conn:
-            return  # dropped meanwhile (stop, or the grace period ended)
-        self._now = time.monotonic()
-        # dispatch() turns every handler exception into a reply, so result() does not raise here.
-        self._send_reply(conn, task.result())
-        self._maybe_finished()
-
-    # --- timers --------------------------------------------------------------------------------------
-
-    def _deadline_added(self) -> None:
-        self._schedule_timer()
-
-    def _schedule_timer(self) -> None:
-        deadline = self._next_deadline()
+    def deadline_added(self) -> None:
+        deadline = self._engine.next_deadline()
         if deadline is None:
             return
         if self._timer is not None:
@@ -109,46 +86,49 @@ class AsyncioEngine(EngineBase):
                 return  # an earlier (or equal) wake-up is already scheduled; it reschedules itself
             self._timer.cancel()
         self._timer_at = deadline
-        self._timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
+        self._timer = self.loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._now = time.monotonic()
-        self._expire()
-        self._schedule_timer()
-        self._maybe_finished()
+        engine = self._engine
+        engine.now = time.monotonic()
+        engine.on_timer()
+        if not self._stopped.done():
+            self.deadline_added()
+
+    def post(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: a late result is dropped
+            self.loop.call_soon_threadsafe(callback)
+
+    def start_task(self, conn: Connection, call: Call) -> bool:
+        engine = self._engine
+        task = self.loop.create_task(call.run_async())
+        conn.task = task
+
+        def done(task: asyncio.Task[bytes]) -> None:
+            engine.now = time.monotonic()
+            engine.call_done(conn, call, None if task.cancelled() else task.result())
+
+        task.add_done_callback(done)
+        return True
+
+    def finished(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.pause_accepting()
+        if not self._stopped.done():
+            self._stopped.set_result(None)
 
     # --- stopping ------------------------------------------------------------------------------------
 
-    def request_stop(self, grace: float | None = None) -> None:
+    def request_stop(self, grace: float) -> None:
         """Stop accepting and drain; call on the loop's thread (use ``call_soon_threadsafe`` elsewhere)."""
-        if grace is not None:
-            self._grace = grace
-        if self._stop_requested:
-            if grace is not None and self._grace_timer is not None:
-                self._grace_timer.cancel()
-                self._grace_timer = self._loop.call_later(grace, self._grace_ended)
-            return
-        self._stop_requested = True
-        self._begin_stop()
-        self._grace_timer = self._loop.call_later(self._grace, self._grace_ended)
-        self._maybe_finished()
-
-    def _grace_ended(self) -> None:
-        self._grace_timer = None
-        self._now = time.monotonic()
-        self._drop_all("the server is stopping and the grace period ended")
-        self._maybe_finished()
-
-    def _maybe_finished(self) -> None:
-        if self._stopping and not self._conns and not self._stopped.done():
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
-                self._grace_timer = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._stopped.set_result(None)
+        engine = self._engine
+        engine.now = time.monotonic()
+        engine.begin_stop(grace)
+        if not self._stopped.done():
+            self.deadline_added()
 
     async def wait_stopped(self) -> None:
         await asyncio.shield(self._stopped)
@@ -156,3 +136,7 @@ class AsyncioEngine(EngineBase):
     @property
     def stopped(self) -> bool:
         return self._stopped.done()
+
+    def close(self) -> None:
+        self.pause_accepting()
+        self._engine.close_all()

@@ -1,19 +1,25 @@
-"""The commands every Kea daemon answers (DESIGN.md section 4), with Kea's texts where Kea has them."""
+"""The commands every Kea daemon answers, with Kea's texts where Kea has them.
+
+``list-commands``, ``version-get``, ``build-report``, ``status-get`` and ``shutdown`` run inline on the I/O
+thread (they are quick and touch only the server's own state). The ``config-*`` commands call the daemon's
+``ConfigProvider``, which is daemon code, so they run as user handlers do (a worker thread, one at a time
+by default).
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from ctrlsock.errors import CommandError
-from ctrlsock.protocol import Reply, Result
+from ctrlsock.protocol import Reply, Result, encode_reply
 
-from .commands import CommandContext, CommandRegistry
+from .commands import CommandContext, CommandRegistry, Handler, PeerCredentials
 from .config import ConfigProvider
-
-if TYPE_CHECKING:
-    from .core import ControlServer
+from .info import ServerInfo
 
 __all__ = ["BUILTIN_COMMANDS", "CONFIG_COMMANDS", "register_builtins"]
 
@@ -21,7 +27,16 @@ BUILTIN_COMMANDS = ("build-report", "list-commands", "shutdown", "status-get", "
 CONFIG_COMMANDS = ("config-get", "config-reload", "config-set", "config-test", "config-write")
 
 
-def register_builtins(server: ControlServer, registry: CommandRegistry) -> None:
+ShutdownAction = Callable[[int, PeerCredentials | None], None]
+
+
+def register_builtins(
+    server: ServerInfo,
+    registry: CommandRegistry,
+    *,
+    provider: ConfigProvider | None,
+    shutdown_requested: ShutdownAction,
+) -> None:
     def list_commands(arguments: Any, context: CommandContext) -> Reply:
         return Reply(Result.SUCCESS, "", registry.names())
 
@@ -57,18 +72,17 @@ def register_builtins(server: ControlServer, registry: CommandRegistry) -> None:
                 # Kea 2.2's text for a non-integer exit-value.
                 return Reply(Result.ERROR, "parameter 'exit-value' is not an integer")
             exit_value = value
-        server.shutdown_requested(exit_value, context.peer)
+        shutdown_requested(exit_value, context.peer)
         return Reply(Result.SUCCESS, "Shutting down.")
 
-    registry.add("list-commands", list_commands, cacheable=True)
-    registry.add("version-get", version_get, cacheable=True)
-    registry.add("build-report", build_report, cacheable=True)
-    registry.add("status-get", status_get)
-    registry.add("shutdown", shutdown)
+    registry.add("list-commands", list_commands, cacheable=True, inline=True)
+    registry.add("version-get", version_get, cacheable=True, inline=True)
+    registry.add("build-report", build_report, cacheable=True, inline=True)
+    registry.add("status-get", status_get, inline=True)
+    registry.add("shutdown", shutdown, inline=True)
     # list-commands' cached reply must follow registrations.
     registry.on_change(lambda: registry.invalidate("list-commands"))
 
-    provider = server.config_provider
     if provider is not None:
         _register_config_commands(server, registry, provider)
 
@@ -89,11 +103,34 @@ def _config_argument(provider: ConfigProvider, arguments: Any) -> Any:
     return arguments
 
 
+class _EncodedConfig:
+    """config-get's encoded reply, kept while the provider returns the very same config object.
+
+    Clients asking for an unchanged config share one buffer: forty clients that do not read a 46 MiB
+    reply then hold 46 MiB, not forty encodings of it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._config: object = None
+        self._encoded: bytes | None = None
+
+    def reply(self, config: object) -> bytes:
+        with self._lock:
+            if self._encoded is None or self._config is not config:
+                self._encoded = None  # drop the old one before encoding the new
+                self._encoded = encode_reply(Reply(Result.SUCCESS, "", config))
+                self._config = config
+            return self._encoded
+
+
 def _register_config_commands(
-    server: ControlServer, registry: CommandRegistry, provider: ConfigProvider
+    server: ServerInfo, registry: CommandRegistry, provider: ConfigProvider
 ) -> None:
-    def config_get(arguments: Any, context: CommandContext) -> Reply:
-        return Reply(Result.SUCCESS, "", provider.get_config())
+    encoded = _EncodedConfig()
+
+    def config_get(arguments: Any, context: CommandContext) -> bytes:
+        return encoded.reply(provider.get_config())
 
     def config_test(arguments: Any, context: CommandContext) -> Reply:
         config = _config_argument(provider, arguments)
@@ -140,7 +177,7 @@ def _register_config_commands(
             Result.SUCCESS, f"Configuration written to {path} successful", {"filename": path, "size": size}
         )
 
-    registry.add("config-get", config_get)
+    registry.add("config-get", cast(Handler, config_get))  # returns its encoded reply
     registry.add("config-test", config_test)
     registry.add("config-set", config_set)
     registry.add("config-reload", config_reload)

@@ -1,6 +1,11 @@
 """The command registry: name → handler, access checks by peer credentials, and turning whatever a handler
 does (returns, raises, awaits) into the encoded reply bytes, so that nothing a peer or a handler does reaches
-the daemon's loop (STYLE.md, Errors)."""
+the daemon's loop.
+
+:meth:`CommandRegistry.dispatch` answers inline commands (the built-ins) at once and hands every other
+command back as a :class:`Call`, which the engine runs off its I/O thread: in a worker thread, or as a task
+on the asyncio loop.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,19 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from ctrlsock.errors import CommandError
 from ctrlsock.protocol import Reply, Request, Result, encode_reply, unsupported_reply
 
 from .config import Access
-
-if TYPE_CHECKING:
-    from .core import ControlServer
+from .info import ServerInfo
 
 __all__ = [
+    "ACCESS_DENIED_PREFIX",
+    "Call",
     "CommandContext",
     "CommandRegistry",
     "Handler",
@@ -37,21 +42,37 @@ HandlerResult: TypeAlias = Reply | Mapping[str, Any] | None
 Handler: TypeAlias = Callable[[Any, "CommandContext"], HandlerResult | Awaitable[HandlerResult]]
 """``handler(arguments, context)``; a plain function or a coroutine function."""
 
+ACCESS_DENIED_PREFIX: Final = "access denied: "
+"""A refusal by uid/gid is result 1 with a text that starts with this (a handler failure never does)."""
+
+GENERIC_FAILURE_TEXT: Final = "Error during command processing: internal error (see the server's log)"
+
 _PEERCRED: Final = struct.Struct("3i")
+_SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13+, <asm-generic/socket.h>
+_PEERGROUPS_BUFFER: Final = 4 * 1024  # room for 1024 gid_t; Linux answers ERANGE when it is too small
+_GID: Final = struct.Struct("I")
 
 
 @dataclass(frozen=True, slots=True)
 class PeerCredentials:
-    """The connecting process as the kernel saw it at ``connect()`` (``SO_PEERCRED``)."""
+    """The connecting process as the kernel saw it at ``connect()`` (``SO_PEERCRED``, ``SO_PEERGROUPS``)."""
 
     pid: int
     uid: int
     gid: int
+    groups: tuple[int, ...] = ()
 
 
-def read_peer_credentials(sock: socket.socket) -> PeerCredentials:
+def read_peer_credentials(sock: socket.socket, *, groups: bool = False) -> PeerCredentials:
     pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-    return PeerCredentials(pid, uid, gid)
+    if not groups:
+        return PeerCredentials(pid, uid, gid)
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, _PEERGROUPS_BUFFER)
+    except OSError:
+        return PeerCredentials(pid, uid, gid)  # an older kernel: the primary group only
+    count = len(raw) // _GID.size
+    return PeerCredentials(pid, uid, gid, struct.unpack(f"{count}I", raw[: count * _GID.size]))
 
 
 class CommandContext:
@@ -62,7 +83,7 @@ class CommandContext:
         arguments: the request's ``arguments`` (also passed to the handler positionally).
         service: the request's ``service`` list (kea-ctrl-agent forwards it), or ``None``.
         remote_address: the request's ``remote-address`` (added by kea-ctrl-agent), or ``None``.
-        server: the :class:`ControlServer` answering.
+        server: the server answering (a read-only view: program, version, socket path, stats).
     """
 
     __slots__ = ("_peer", "_sock", "arguments", "command", "remote_address", "server", "service")
@@ -70,7 +91,7 @@ class CommandContext:
     def __init__(
         self,
         request: Request,
-        server: ControlServer,
+        server: ServerInfo,
         sock: socket.socket | None,
         peer: PeerCredentials | None = None,
     ) -> None:
@@ -97,30 +118,101 @@ class CommandContext:
 
 
 class _Entry:
-    __slots__ = ("access", "cacheable", "cached", "handler", "is_coroutine", "name")
+    __slots__ = ("access", "cacheable", "cached", "handler", "inline", "is_coroutine", "name", "timeout")
 
-    def __init__(self, name: str, handler: Handler, access: Access | None, cacheable: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        handler: Handler,
+        access: Access | None,
+        *,
+        cacheable: bool,
+        inline: bool,
+        timeout: float | None,
+    ) -> None:
         self.name = name
         self.handler = handler
         self.access = access
         self.cacheable = cacheable
         self.cached: bytes | None = None
         self.is_coroutine = inspect.iscoroutinefunction(handler)
+        self.inline = inline and not self.is_coroutine
+        self.timeout = timeout
 
 
-DispatchResult: TypeAlias = bytes | Coroutine[Any, Any, bytes]
+class Call:
+    """An accepted request for a handler that does not run on the I/O thread.
+
+    The engine runs :meth:`run` in a worker thread, or awaits :meth:`run_async` on the asyncio loop; both
+    yield the encoded reply and never raise.
+    """
+
+    __slots__ = ("_context", "_entry", "_registry", "request")
+
+    def __init__(self, registry: CommandRegistry, entry: _Entry, request: Request, context: CommandContext):
+        self._registry = registry
+        self._entry = entry
+        self._context = context
+        self.request = request
+
+    @property
+    def name(self) -> str:
+        return self._entry.name
+
+    @property
+    def is_coroutine(self) -> bool:
+        return self._entry.is_coroutine
+
+    @property
+    def timeout(self) -> float | None:
+        return self._entry.timeout
+
+    def run(self) -> bytes:
+        """Call the handler on this thread (a coroutine handler runs on this thread's own loop)."""
+        entry = self._entry
+        try:
+            result = entry.handler(self.request.arguments, self._context)
+            if inspect.isawaitable(result):
+                return self._registry.failure(
+                    entry.name, TypeError("a coroutine handler cannot run on a worker thread")
+                )
+        except Exception as error:
+            return self._registry.failure(entry.name, error)
+        return self._registry.encode(entry, result)
+
+    async def run_async(self) -> bytes:
+        entry = self._entry
+        try:
+            result = entry.handler(self.request.arguments, self._context)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as error:
+            return self._registry.failure(entry.name, error)
+        return self._registry.encode(entry, result)
+
+
+DispatchResult: TypeAlias = bytes | Call
 
 
 class CommandRegistry:
-    """Commands by name, and :meth:`dispatch` that always yields reply bytes (or a coroutine of them)."""
+    """Commands by name; :meth:`dispatch` answers inline commands and hands the others back as a Call."""
 
-    def __init__(self, server: ControlServer, access: Access | None) -> None:
+    def __init__(
+        self,
+        server: ServerInfo,
+        access: Access | None,
+        *,
+        default_timeout: float | None = None,
+        expose_errors: bool = True,
+    ) -> None:
         self._server = server
         self._commands: dict[str, _Entry] = {}
         self._access = access
         self._own_uid = os.geteuid()
         self._any_access = access is not None
         self._on_change: list[Callable[[], None]] = []
+        self._default_timeout = default_timeout
+        self._expose_errors = expose_errors
 
     def add(
         self,
@@ -130,17 +222,29 @@ class CommandRegistry:
         access: Access | None = None,
         replace: bool = False,
         cacheable: bool = False,
+        inline: bool = False,
+        timeout: float | None = None,
     ) -> None:
         """Register ``handler`` for ``name``.
 
         ``cacheable`` marks a reply that depends on nothing (not the arguments, the peer or the time):
-        it is encoded once and the same bytes are sent to every client (``version-get``).
+        it is encoded once and the same bytes are sent to every client (``version-get``). ``inline``
+        runs a plain function on the I/O thread (it must be quick and must not block).
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"a command name must be a non-empty string, not {name!r}")
         if name in self._commands and not replace:
             raise ValueError(f"command {name!r} is already registered")
-        self._commands[name] = _Entry(name, handler, access, cacheable)
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {timeout}")
+        self._commands[name] = _Entry(
+            name,
+            handler,
+            access,
+            cacheable=cacheable,
+            inline=inline,
+            timeout=timeout if timeout is not None else self._default_timeout,
+        )
         if access is not None:
             self._any_access = True
         for callback in self._on_change:
@@ -171,7 +275,7 @@ class CommandRegistry:
         return name in self._commands
 
     def dispatch(self, request: Request, sock: socket.socket | None) -> DispatchResult:
-        """Run the command; returns the encoded reply, or a coroutine producing it for async handlers."""
+        """The encoded reply of an inline command (or a refusal), else the :class:`Call` to run."""
         name = request.command
         entry = self._commands.get(name)
         if entry is None:
@@ -185,24 +289,19 @@ class CommandRegistry:
         if cached is not None:
             return cached
         context = CommandContext(request, self._server, sock, peer)
+        if not entry.inline:
+            return Call(self, entry, request, context)
         try:
             result = entry.handler(request.arguments, context)
         except Exception as error:
-            return _failure(name, error)
-        if entry.is_coroutine or inspect.isawaitable(result):
-            return self._finish(entry, result)  # type: ignore[arg-type]  # awaitable checked just above
-        return self._encode(entry, result)
+            return self.failure(name, error)
+        return self.encode(entry, result)
 
-    async def _finish(self, entry: _Entry, awaitable: Awaitable[HandlerResult]) -> bytes:
+    def encode(self, entry: _Entry, result: object) -> bytes:
         try:
-            result = await awaitable
-        except Exception as error:
-            return _failure(entry.name, error)
-        return self._encode(entry, result)
-
-    def _encode(self, entry: _Entry, result: object) -> bytes:
-        try:
-            if isinstance(result, Reply):
+            if type(result) is bytes:
+                data = result  # a built-in's reply, encoded (and cached) by the built-in itself
+            elif isinstance(result, Reply):
                 data = encode_reply(result)
             elif result is None:
                 data = encode_reply(Reply(Result.SUCCESS))
@@ -211,10 +310,24 @@ class CommandRegistry:
             else:
                 raise TypeError(f"a handler must return a Reply, a map or None, not {type(result).__name__}")
         except Exception as error:
-            return _failure(entry.name, error)
+            return self.failure(entry.name, error)
         if entry.cacheable:
             entry.cached = data
         return data
+
+    def failure(self, name: str, error: Exception) -> bytes:
+        """The reply for a handler that raised: its CommandError as asked, anything else as result 1."""
+        if isinstance(error, CommandError):
+            try:
+                return encode_reply(Reply(error.result, error.text or "", error.arguments))
+            except Exception as encode_error:
+                error = encode_error  # fall through to the generic failure
+        logger.error("command %r failed", name, exc_info=error)
+        if not self._expose_errors:
+            return encode_reply(Reply(Result.ERROR, GENERIC_FAILURE_TEXT))
+        # Kea's BaseCommandMgr::processCommand answers any exception with this prefix and ex.what().
+        text = str(error) or type(error).__name__
+        return encode_reply(Reply(Result.ERROR, f"Error during command processing: {text}"))
 
     def _check_access(
         self, entry: _Entry, sock: socket.socket | None
@@ -224,14 +337,15 @@ class CommandRegistry:
         if sock is None:
             return None, None
         try:
-            peer = read_peer_credentials(sock)
+            peer = read_peer_credentials(sock, groups=True)
         except OSError as error:
             # The peer is gone or the socket is odd: refuse rather than guess.
-            return encode_reply(Reply(Result.ERROR, f"cannot read peer credentials: {error.strerror}")), None
+            text = f"{ACCESS_DENIED_PREFIX}cannot read peer credentials: {error.strerror}"
+            return encode_reply(Reply(Result.ERROR, text)), None
         if peer.uid == self._own_uid:
             return None, peer
         for access in (self._access, entry.access):
-            if access is not None and not access.allows(peer.uid, peer.gid):
+            if access is not None and not access.allows(peer.uid, peer.gid, peer.groups):
                 logger.warning(
                     "refused %r from pid %d (uid %d, gid %d): not allowed",
                     entry.name,
@@ -239,18 +353,9 @@ class CommandRegistry:
                     peer.uid,
                     peer.gid,
                 )
-                text = f"'{entry.name}' command not allowed for uid {peer.uid} (gid {peer.gid})"
+                text = (
+                    f"{ACCESS_DENIED_PREFIX}'{entry.name}' command not allowed "
+                    f"for uid {peer.uid} (gid {peer.gid})"
+                )
                 return encode_reply(Reply(Result.ERROR, text)), peer
         return None, peer
-
-
-def _failure(name: str, error: Exception) -> bytes:
-    if isinstance(error, CommandError):
-        try:
-            return encode_reply(Reply(error.result, error.text or "", error.arguments))
-        except Exception as encode_error:
-            error = encode_error  # fall through to the generic failure
-    logger.error("command %r failed", name, exc_info=error)
-    # Kea's BaseCommandMgr::processCommand answers any exception with this prefix and ex.what().
-    text = str(error) or type(error).__name__
-    return encode_reply(Reply(Result.ERROR, f"Error during command processing: {text}"))

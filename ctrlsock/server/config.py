@@ -25,8 +25,12 @@ from ctrlsock.protocol import (
 
 __all__ = [
     "DEFAULT_BACKLOG",
+    "DEFAULT_MAX_BUFFERED",
     "DEFAULT_MODE",
+    "DEFAULT_RECHECK_INTERVAL",
+    "DEFAULT_REQUEST_DEADLINE",
     "DEFAULT_STOP_GRACE",
+    "DEFAULT_TOUCH_INTERVAL",
     "Access",
     "ConfigProvider",
     "JsonFileConfig",
@@ -34,7 +38,7 @@ __all__ = [
 ]
 
 DEFAULT_MODE: Final = 0o600
-"""DESIGN.md section 6: only the owner by default; 0660 plus a group when asked."""
+"""Only the owner by default; 0660 plus a group when asked."""
 
 DEFAULT_BACKLOG: Final = 4096
 """Connection-per-command clients arrive in bursts; the kernel caps this at ``net.core.somaxconn``."""
@@ -42,13 +46,27 @@ DEFAULT_BACKLOG: Final = 4096
 DEFAULT_STOP_GRACE: Final = 5.0
 """Seconds in-flight replies get to drain after a stop is requested."""
 
+DEFAULT_REQUEST_DEADLINE: Final = 60.0
+"""Seconds a started request has to arrive whole, however steadily its bytes trickle in."""
+
+DEFAULT_MAX_BUFFERED: Final = 256 * 1024 * 1024
+"""Bytes held at once for unfinished requests plus unsent replies (a reply shared by clients counts once)."""
+
+DEFAULT_TOUCH_INTERVAL: Final = 3600.0
+"""Seconds between touches of the socket and lock file, so age-based /tmp cleaners pass them by
+(PostgreSQL's TouchSocketFiles() does this hourly for the same reason)."""
+
+DEFAULT_RECHECK_INTERVAL: Final = 60.0
+"""Seconds between checks that the socket and lock paths still name our files (PostgreSQL: every minute)."""
+
 
 @dataclass(frozen=True)
 class Access:
     """Who may do something, by the peer's ``SO_PEERCRED`` uid/gid.
 
     ``None`` for both means anyone who can open the socket (its file mode is then the only gate). A peer
-    passes when its uid is in ``uids`` or its primary gid is in ``gids``. The server's own effective uid
+    passes when its uid is in ``uids``, or its primary gid or one of its supplementary groups (the kernel's
+    ``SO_PEERGROUPS``, as at ``connect()``) is in ``gids``. The server's own effective uid
     always passes: it owns the socket and the daemon, so refusing it would protect nothing.
     """
 
@@ -65,10 +83,11 @@ class Access:
             None if gids is None else frozenset(gids),
         )
 
-    def allows(self, uid: int, gid: int) -> bool:
+    def allows(self, uid: int, gid: int, groups: Collection[int] = ()) -> bool:
         if self.uids is not None and uid in self.uids:
             return True
-        return self.gids is not None and gid in self.gids
+        gids = self.gids
+        return gids is not None and (gid in gids or not gids.isdisjoint(groups))
 
 
 @dataclass(frozen=True)
@@ -80,14 +99,14 @@ class ServerConfig:
         group: group name or gid to give the socket file (use with ``mode=0o660``).
         allow_uids: when set (or ``allow_gids`` is), only peers with one of these uids (or gids) get
             any command answered; others get a result-1 refusal. The server's own uid always passes.
-        allow_gids: see ``allow_uids``; matched against the peer's primary gid.
+        allow_gids: see ``allow_uids``; matched against the peer's primary and supplementary groups.
         command_access: per-command restrictions on top of the global ones, e.g.
             ``{"shutdown": Access.of(uids=[0])}``; also accepted by :meth:`ControlServer.command`.
         idle_timeout: seconds a client may stay silent before its request is complete (Kea: 10 s). On
             expiry it gets Kea's ``Connection over control channel timed out`` reply.
         write_deadline: seconds a reply may make no progress (the client reads nothing) before the
             connection is dropped and logged. Separate from ``idle_timeout`` so that an honest slow reader
-            gets the whole reply (Kea 2.2 truncates it, DESIGN.md section 4).
+            gets the whole reply (Kea 2.2 truncates it).
         stop_grace: seconds in-flight replies get to finish after a stop.
         max_request_size: largest request accepted, in bytes.
         max_depth: deepest JSON nesting accepted in a request.
@@ -97,6 +116,20 @@ class ServerConfig:
         notify: send ``READY=1``/``STOPPING=1`` to ``$NOTIFY_SOCKET`` when it is set.
         raise_nofile_limit: raise ``RLIMIT_NOFILE``'s soft limit to the hard one when serving starts, so
             thousands of idle clients do not starve ``accept()``.
+        max_concurrent_handlers: how many user handlers may run at once (1: one at a time, as Kea does,
+            so handlers need no locking among themselves).
+        handler_timeout: default per-command timeout in seconds (``None``: none). A client whose handler
+            overruns it gets a result-1 reply; the handler's late result is logged and dropped.
+        expose_handler_errors: send a failing handler's exception text to the client (Kea does); with
+            ``False`` the client gets a generic text and only the log has the detail.
+        request_deadline: seconds a request has, from its first byte, to arrive whole (on top of the
+            per-read ``idle_timeout``), so a client trickling a byte now and then is still cut off.
+        max_buffered: bytes held at once for unfinished requests and unsent replies, all clients
+            together. A request that would pass it is answered with result 1 and closed; a reply that would
+            pass it is replaced by a result-1 reply saying so. Both are logged.
+        touch_interval: seconds between ``utime()`` touches of the socket and lock file (``None``: never).
+        recheck_interval: seconds between checks that the socket and lock paths still name our files;
+            a deleted socket is bound again (``None``: never check).
     """
 
     mode: int = DEFAULT_MODE
@@ -113,11 +146,27 @@ class ServerConfig:
     socket_activation: bool = True
     notify: bool = True
     raise_nofile_limit: bool = True
+    max_concurrent_handlers: int = 1
+    handler_timeout: float | None = None
+    expose_handler_errors: bool = True
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE
+    max_buffered: int = DEFAULT_MAX_BUFFERED
+    touch_interval: float | None = DEFAULT_TOUCH_INTERVAL
+    recheck_interval: float | None = DEFAULT_RECHECK_INTERVAL
 
     def __post_init__(self) -> None:
         if not 0 <= self.mode <= 0o7777:
             raise ValueError(f"mode must be permission bits, not {self.mode:#o}")
-        for name in ("idle_timeout", "write_deadline"):
+        if self.max_concurrent_handlers < 1:
+            raise ValueError(
+                f"max_concurrent_handlers must be at least 1, not {self.max_concurrent_handlers}"
+            )
+        for name in ("handler_timeout", "touch_interval", "recheck_interval"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive or None, not {getattr(self, name)}")
+        if self.max_buffered <= 0:
+            raise ValueError(f"max_buffered must be positive, not {self.max_buffered}")
+        for name in ("idle_timeout", "write_deadline", "request_deadline"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
         if self.stop_grace < 0:

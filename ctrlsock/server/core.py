@@ -1,38 +1,53 @@
-"""``ControlServer``: what a daemon configures, and its two first-class embeddings (asyncio, a thread)."""
+"""``ControlServer``: what a daemon configures, and its two first-class embeddings (asyncio, a thread).
+
+A thin facade: start-up and stop of the endpoint (``endpoint.py``), one :class:`~.engine.Engine` that
+serves it, and the waiter that drives the engine (``epoll.py`` on a thread, ``aio.py`` on a loop).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, Self, TypeVar
+from types import TracebackType
+from typing import Final, Self, TypeVar
 
 from ctrlsock.errors import ServerError
 from ctrlsock.lock import SocketLock
 
-from . import systemd
-from .aio import AsyncioEngine
+from . import signals, systemd
+from .aio import AsyncioWaiter
 from .builtin_commands import register_builtins
 from .commands import CommandRegistry, Handler, PeerCredentials
 from .config import Access, ConfigProvider, ServerConfig
 from .endpoint import Endpoint, open_endpoint
-from .engine import SelectorEngine, ServerStats, raise_nofile_limit
+from .engine import Engine, raise_nofile_limit
+from .epoll import EpollWaiter
+from .stats import ServerStats
+from .upkeep import Upkeep
 
-__all__ = ["ControlServer"]
+__all__ = ["ControlServer", "ServerState"]
 
 logger = logging.getLogger("ctrlsock.server")
 
 H = TypeVar("H", bound=Handler)
 
-DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+_STOP_MARGIN: Final = 2.0
+"""Seconds past the grace period a signal handler waits for a thread-embedded server's stop to finish."""
+
+
+class ServerState(enum.StrEnum):
+    STARTING = "starting"
+    SERVING = "serving"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
 
 
 class ControlServer:
@@ -47,7 +62,7 @@ class ControlServer:
             return {"echo": arguments}
 
         # asyncio:   async with server: await server.serve_forever()
-        # threads:   with server.running_in_thread(): server.wait()
+        # threads:   with server.running_in_thread(): run_the_rest_of_my_daemon()
 
     Built-in commands: ``list-commands``, ``version-get``, ``build-report``, ``status-get``, ``shutdown``;
     with ``config_provider``, also ``config-get/-test/-set/-reload/-write``.
@@ -58,10 +73,11 @@ class ControlServer:
         version: ``version-get``'s text (Kea: the short version).
         extended_version: ``version-get``'s ``arguments.extended`` (defaults to ``version`` plus Python's).
         build_report: ``build-report``'s text.
-        config: socket, access and limit settings.
+        config: socket, access, execution and limit settings.
         config_provider: the daemon's configuration, for the ``config-*`` commands.
-        on_shutdown: called (on the serving thread or loop) when a client sends ``shutdown``; without it,
-            the server stops itself (``serve_forever()`` returns, ``wait()`` wakes up).
+        on_shutdown: called (on the I/O thread or loop) when a client sends ``shutdown``; without it, the
+            server stops itself: ``serve_forever()`` returns, ``wait()`` wakes up, and a daemon that runs
+            ``running_in_thread()`` on its main thread gets ``SystemExit(exit-value)`` there.
     """
 
     def __init__(
@@ -88,22 +104,33 @@ class ControlServer:
         self.exit_value = 0
         self.started_monotonic = time.monotonic()
         self.reloaded_monotonic = self.started_monotonic
-        self.registry = CommandRegistry(self, self.config.access)
-        register_builtins(self, self.registry)
+        self.registry = CommandRegistry(
+            self,
+            self.config.access,
+            default_timeout=self.config.handler_timeout,
+            expose_errors=self.config.expose_handler_errors,
+        )
+        register_builtins(
+            self, self.registry, provider=config_provider, shutdown_requested=self.shutdown_requested
+        )
         for name, access in self.config.command_access.items():
             if name in self.registry:
                 self.registry.set_access(name, access)
         self._pending_access = {
             name: access for name, access in self.config.command_access.items() if name not in self.registry
         }
+        self._state = ServerState.STOPPED
+        self._ever_started = False
         self._endpoint: Endpoint | None = None
-        self._engine: SelectorEngine | AsyncioEngine | None = None
+        self._engine: Engine | None = None
+        self._waiter: EpollWaiter | AsyncioWaiter | None = None
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._stopped.set()
         self._state_lock = threading.Lock()
         self._error: BaseException | None = None
-        self._stop_pending: float | None = None  # a stop asked for while the engine was being set up
+        self._stop_wanted: float | None = None  # a stop asked for before the engine could take it
+        self._signals_end_process = False
 
     # --- commands ------------------------------------------------------------------------------------
 
@@ -114,23 +141,50 @@ class ControlServer:
         allow_uids: Collection[int] | None = None,
         allow_gids: Collection[int] | None = None,
         replace: bool = False,
+        inline: bool = False,
+        timeout: float | None = None,
     ) -> Callable[[H], H]:
         """Decorator: register the function as the handler of ``name``.
 
         The handler is called as ``handler(arguments, context)`` and returns a :class:`Reply`, a map (the
-        ``arguments`` of a result-0 reply) or ``None``; it may be a coroutine function. It raises
-        :class:`~ctrlsock.errors.CommandError` to answer with a chosen result and text; any other exception
-        is answered with result 1 and logged with its traceback.
+        ``arguments`` of a result-0 reply) or ``None``. It raises :class:`~ctrlsock.errors.CommandError` to
+        answer with a chosen result and text; any other exception is answered with result 1 and logged
+        with its traceback.
+
+        Where it runs (the execution model):
+
+        - an ``async def`` handler runs on the event loop (in the thread embedding, which has none, on a
+          worker thread's own loop);
+        - a plain ``def`` handler runs in a worker thread, never on the I/O thread, unless declared
+          ``inline=True`` (then it must be quick and must not block: every client waits for it). The
+          built-ins are inline;
+        - user handlers run one at a time by default (as in Kea: handlers need no locking among
+          themselves); ``ServerConfig(max_concurrent_handlers=N)`` lets N overlap;
+        - accepting, reading, writing, timeouts and the inline built-ins never wait for a user handler;
+        - with ``timeout`` (seconds, or ``ServerConfig.handler_timeout`` by default), a client whose
+          handler overruns gets result 1 ``Error during command processing: 'NAME' did not finish within
+          T s``. A thread cannot be killed: its late result is logged and dropped (a coroutine is
+          cancelled).
 
         Args:
             name: the command name.
             allow_uids: only peers with one of these uids (or ``allow_gids``) may run it.
-            allow_gids: see ``allow_uids``.
+            allow_gids: see ``allow_uids``; primary and supplementary groups count.
             replace: replace an existing command (a built-in, say) instead of failing.
+            inline: run a plain function on the I/O thread.
+            timeout: seconds the handler may take before its client is answered without it.
         """
 
         def decorate(handler: H) -> H:
-            self.add_command(name, handler, allow_uids=allow_uids, allow_gids=allow_gids, replace=replace)
+            self.add_command(
+                name,
+                handler,
+                allow_uids=allow_uids,
+                allow_gids=allow_gids,
+                replace=replace,
+                inline=inline,
+                timeout=timeout,
+            )
             return handler
 
         return decorate
@@ -143,10 +197,12 @@ class ControlServer:
         allow_uids: Collection[int] | None = None,
         allow_gids: Collection[int] | None = None,
         replace: bool = False,
+        inline: bool = False,
+        timeout: float | None = None,
     ) -> None:
         """Register ``handler`` for ``name`` (see :meth:`command`)."""
         access = Access.of(allow_uids, allow_gids) or self._pending_access.pop(name, None)
-        self.registry.add(name, handler, access=access, replace=replace)
+        self.registry.add(name, handler, access=access, replace=replace, inline=inline, timeout=timeout)
 
     def remove_command(self, name: str) -> None:
         self.registry.remove(name)
@@ -157,6 +213,10 @@ class ControlServer:
         return self.registry.names()
 
     # --- state seen by the built-ins -----------------------------------------------------------------
+
+    @property
+    def state(self) -> ServerState:
+        return self._state
 
     @property
     def lock(self) -> SocketLock | None:
@@ -182,16 +242,26 @@ class ControlServer:
         logger.info("shutdown requested by %s", who)
         if self.on_shutdown is not None:
             self.on_shutdown()
-        else:
-            self.request_stop()
+            return
+        self.request_stop()
+        if isinstance(self._waiter, EpollWaiter) and self._signals_end_process:
+            # A thread-embedded daemon's main thread runs the daemon, not us: wake it with SystemExit.
+            signals.request_shutdown_exit(exit_value)
 
     # --- start-up and stop shared by both embeddings --------------------------------------------------
 
-    def _open(self) -> Endpoint:
+    def _begin_start(self) -> None:
         with self._state_lock:
-            if not self._stopped.is_set() or self._endpoint is not None:
+            if self._state is not ServerState.STOPPED or self._endpoint is not None:
                 raise ServerError(f"the control server for {self.socket_path} is already running")
-            config = self.config
+            self._state = ServerState.STARTING
+            self._ever_started = True
+            self._stopped.clear()
+
+    def _open(self) -> tuple[Endpoint, Engine]:
+        """Take the lock, bind, and make the engine (the state is STARTING; undone on failure)."""
+        config = self.config
+        try:
             endpoint = open_endpoint(
                 self.socket_path,
                 program=self.program,
@@ -200,98 +270,109 @@ class ControlServer:
                 backlog=config.backlog,
                 socket_activation=config.socket_activation,
             )
+        except BaseException:
+            self._state = ServerState.STOPPED
+            self._stop_wanted = None
+            self._stopped.set()
+            raise
+        try:
             if config.raise_nofile_limit:
                 raise_nofile_limit()
             self._endpoint = endpoint
-            self._stopped.clear()
             self._error = None
-            self._stop_pending = None
             self.stats = ServerStats()
             self.exit_value = 0
             self.started_monotonic = self.reloaded_monotonic = time.monotonic()
-            return endpoint
-
-    def _set_engine(self, engine: SelectorEngine | AsyncioEngine) -> None:
+            engine = Engine(config, endpoint, self.registry, self.stats, f"ctrlsock {self.socket_path.name}")
+        except BaseException:
+            self._endpoint = endpoint
+            self._closed()
+            raise
         self._engine = engine
-        pending, self._stop_pending = self._stop_pending, None
+        return endpoint, engine
+
+    def _set_waiter(self, waiter: EpollWaiter | AsyncioWaiter) -> None:
+        engine = self._engine
+        endpoint = self._endpoint
+        assert engine is not None and endpoint is not None
+        Upkeep(self.config, endpoint, engine, self.request_stop).install()
+        self._waiter = waiter
+        self._state = ServerState.SERVING
+        # A stop asked for during start-up (SIGTERM while the lock was being taken, say) is honoured now.
+        pending = self._stop_wanted
         if pending is not None:
             self.request_stop(pending)
 
     def _ready(self) -> None:
         logger.info("serving %s (pid %d)", self.socket_path, os.getpid())
-        if self.config.notify:
+        if self.config.notify and self._state is ServerState.SERVING:
             systemd.notify("READY=1")
 
     def _closed(self) -> None:
         with self._state_lock:
             endpoint, self._endpoint = self._endpoint, None
             self._engine = None
+            self._waiter = None
+            self._stop_wanted = None
             try:
                 if endpoint is not None:
                     endpoint.close()
             finally:
+                self._state = ServerState.STOPPED
                 self._stopped.set()
         logger.info("stopped serving %s", self.socket_path)
 
     def request_stop(self, grace: float | None = None) -> None:
         """Ask the server to stop (stop accepting, drain for the grace period, clean up); do not wait.
 
-        Safe from any thread, and from a signal handler in the thread embedding.
+        Safe from any thread and from a signal handler. A stop asked for while the server starts is
+        honoured as soon as it serves.
 
         Args:
-            grace: seconds in-flight replies get to finish (default: :attr:`ServerConfig.stop_grace`).
+            grace: seconds in-flight commands and replies get to finish (default:
+                :attr:`ServerConfig.stop_grace`).
         """
-        engine = self._engine
-        if engine is None:
-            if self._endpoint is not None:
-                self._stop_pending = grace if grace is not None else self.config.stop_grace  # starting up
+        grace = self.config.stop_grace if grace is None else grace
+        state = self._state
+        if state is ServerState.STOPPED and self._ever_started:
             return
+        self._stop_wanted = grace  # read by _set_waiter: one of the two sees the other
+        waiter = self._waiter
+        if waiter is None:
+            return
+        if state is ServerState.SERVING:
+            self._state = ServerState.STOPPING
         if self.config.notify:
             systemd.notify("STOPPING=1")
-        if isinstance(engine, SelectorEngine):
-            engine.request_stop(grace)
+        if isinstance(waiter, EpollWaiter):
+            waiter.request_stop(grace)
             return
-        loop = engine._loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            engine.request_stop(grace)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing left to stop
-                loop.call_soon_threadsafe(engine.request_stop, grace)
+        # Always through the loop's queue: from a signal handler we may be inside the engine's own code.
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing left to stop
+            waiter.loop.call_soon_threadsafe(waiter.request_stop, grace)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server has stopped (and cleaned up); True if it has."""
         return self._stopped.wait(timeout)
 
-    def install_signal_handlers(self, signals: Iterable[int] = DEFAULT_SIGNALS) -> None:
-        """Stop cleanly on these signals (SIGTERM and SIGINT by default).
+    def wait_for_stop(self) -> bool:
+        """For signal handlers: wait for a thread embedding's stop (bounded); False on an asyncio loop."""
+        if isinstance(self._waiter, AsyncioWaiter):
+            return False
+        if self._thread is None or self._thread is threading.current_thread():
+            return self._stopped.is_set()  # serve() on this very thread: it finishes after we return
+        self._stopped.wait(self.config.stop_grace + _STOP_MARGIN)
+        return True
 
-        In the asyncio embedding, uses ``loop.add_signal_handler`` (call it inside the running loop);
-        otherwise installs ``signal.signal`` handlers (call it from the main thread).
+    def install_signal_handlers(self, signals_: Iterable[int] = signals.DEFAULT_SIGNALS) -> None:
+        """Stop cleanly on these signals (SIGTERM and SIGINT by default), and do nothing else.
+
+        Call it from the main thread. ``serve_forever()`` and ``running_in_thread()`` already handle
+        SIGTERM and SIGINT, and then end as the signal would; this is for a daemon that wants only the
+        stop and decides itself what happens next.
         """
-        engine = self._engine
-        if isinstance(engine, AsyncioEngine):
-            for number in signals:
-                engine._loop.add_signal_handler(number, self.request_stop)
-            return
-
-        previous: dict[int, Any] = {}
-
-        def handle(number: int, frame: FrameType | None) -> None:
-            if self._engine is not None:
-                self.request_stop()
-                return
-            # Not serving any more: the signal is no longer ours to swallow. Put the previous handler back
-            # and deliver it again (we run on the main thread, where signal.signal is allowed).
-            before = previous.get(number)
-            signal.signal(number, signal.SIG_DFL if before is None else before)
-            os.kill(os.getpid(), number)
-
-        for number in signals:
-            previous[number] = signal.signal(number, handle)
+        if not signals.watch(self, signals_, ends_process=False):
+            raise ServerError("install_signal_handlers() must be called from the main thread")
 
     # --- the thread embedding ------------------------------------------------------------------------
 
@@ -302,22 +383,14 @@ class ControlServer:
             LockHeldError: another process holds the socket's lock.
             ServerError: the socket could not be set up.
         """
-        engine = self._open_engine()
+        self._begin_start()
+        _endpoint, engine = self._open()
+        waiter = EpollWaiter(engine)
+        self._set_waiter(waiter)
         try:
-            engine.run(ready=self._ready)
+            waiter.run(ready=self._ready)
         finally:
             self._closed()
-
-    def _open_engine(self) -> SelectorEngine:
-        """Take the lock, bind, and attach an epoll engine to the endpoint (closed again on failure)."""
-        endpoint = self._open()
-        try:
-            engine = SelectorEngine(self, endpoint)
-        except BaseException:
-            self._closed()
-            raise
-        self._set_engine(engine)
-        return engine
 
     def start_in_thread(self, *, name: str | None = None) -> None:
         """Open the socket now (errors raise here) and serve on a background daemon thread.
@@ -326,7 +399,9 @@ class ControlServer:
             LockHeldError: another process holds the socket's lock.
             ServerError: the socket could not be set up, or the server is already running.
         """
-        engine = self._open_engine()
+        self._begin_start()
+        _endpoint, engine = self._open()
+        waiter = EpollWaiter(engine)
         started = threading.Event()
 
         def ready() -> None:
@@ -335,7 +410,7 @@ class ControlServer:
 
         def run() -> None:
             try:
-                engine.run(ready=ready)
+                waiter.run(ready=ready)
             except BaseException as error:
                 self._error = error
                 logger.exception("control server for %s failed", self.socket_path)
@@ -346,34 +421,46 @@ class ControlServer:
         self._thread = threading.Thread(
             target=run, name=name or f"ctrlsock {self.socket_path.name}", daemon=True
         )
+        self._set_waiter(waiter)
         self._thread.start()
         started.wait()
         if self._error is not None:
             self.stop()  # joins the thread and raises its error
 
-    def stop(self, grace: float | None = None) -> None:
-        """Stop the thread embedding: stop accepting, drain in-flight replies, clean up, and wait.
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread embedding and wait: stop accepting, drain, clean up.
+
+        Returns within ``timeout`` plus a moment, even while a handler hangs: clients still waiting at
+        the end get result 1 "Server is shutting down"; the hung handler's thread is left to finish.
 
         Args:
-            grace: seconds in-flight replies get to finish (default: :attr:`ServerConfig.stop_grace`).
+            timeout: the grace period in seconds (default: :attr:`ServerConfig.stop_grace`).
 
         Raises:
             ServerError: the serving thread had failed (its exception is chained).
         """
-        self.request_stop(grace)
+        self.request_stop(timeout)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
             self._thread = None
+        signals.unwatch(self)
         error = self._error
         if error is not None:
             self._error = None
             raise ServerError(f"the control server for {self.socket_path} failed: {error}") from error
 
     @contextlib.contextmanager
-    def running_in_thread(self) -> Iterator[Self]:
-        """``with server.running_in_thread(): ...`` serves on a background thread for the block."""
+    def running_in_thread(self, *, handle_signals: bool = True) -> Iterator[Self]:
+        """``with server.running_in_thread(): ...`` serves on a background thread for the block.
+
+        Args:
+            handle_signals: from the main thread, stop cleanly on SIGTERM and SIGINT and then end as the
+                signal would (chaining to a handler the daemon installed before). Every server of the
+                process stops.
+        """
         self.start_in_thread()
+        self._signals_end_process = handle_signals and signals.watch(self)
         try:
             yield self
         finally:
@@ -383,43 +470,54 @@ class ControlServer:
 
     async def start(self) -> None:
         """Open the socket and start serving on the running loop (returns at once)."""
-        endpoint = self._open()
+        self._begin_start()
+        _endpoint, engine = self._open()
         try:
-            engine = AsyncioEngine(self, endpoint, asyncio.get_running_loop())
-            engine.start()
+            waiter = AsyncioWaiter(engine, asyncio.get_running_loop())
+            waiter.start()
         except BaseException:
             self._closed()
             raise
-        self._set_engine(engine)
+        self._set_waiter(waiter)
         self._ready()
 
-    async def serve_forever(self) -> None:
-        """Serve until stopped (``close()``, a signal, ``shutdown``), then finish the clean stop."""
-        engine = self._engine
-        if not isinstance(engine, AsyncioEngine):
+    async def serve_forever(self, *, handle_signals: bool = True) -> None:
+        """Serve until stopped (``close()``, a signal, ``shutdown``), then finish the clean stop.
+
+        Args:
+            handle_signals: from the main thread, stop cleanly on SIGTERM and SIGINT and then end as the
+                signal would (chaining to a handler the daemon installed before).
+        """
+        waiter = self._waiter
+        if not isinstance(waiter, AsyncioWaiter):
             await self.start()
-            engine = self._engine
-            assert isinstance(engine, AsyncioEngine)
+            waiter = self._waiter
+            assert isinstance(waiter, AsyncioWaiter)
+        if handle_signals:
+            signals.watch(self)
         try:
-            await engine.wait_stopped()
+            await waiter.wait_stopped()
         except asyncio.CancelledError:
             self.close()
             await self.wait_closed()
+            signals.unwatch(self)
             raise
-        self._finish_async(engine)
+        self._finish_async(waiter)
+        signals.server_finished(self)  # may end the process now, as a signal that stopped us would
 
     def close(self) -> None:
-        """Begin the clean stop (asyncio: call on the loop; then ``await wait_closed()``)."""
+        """Begin the clean stop (asyncio: then ``await wait_closed()``)."""
         self.request_stop()
 
     async def wait_closed(self) -> None:
-        engine = self._engine
-        if isinstance(engine, AsyncioEngine):
-            await engine.wait_stopped()
-            self._finish_async(engine)
+        waiter = self._waiter
+        if isinstance(waiter, AsyncioWaiter):
+            await waiter.wait_stopped()
+            self._finish_async(waiter)
 
-    def _finish_async(self, engine: AsyncioEngine) -> None:
-        if self._engine is engine:
+    def _finish_async(self, waiter: AsyncioWaiter) -> None:
+        if self._waiter is waiter and waiter.stopped:
+            waiter.close()
             self._closed()
 
     async def __aenter__(self) -> Self:
@@ -434,7 +532,7 @@ class ControlServer:
     ) -> None:
         self.close()
         await self.wait_closed()
+        signals.unwatch(self)
 
     def __repr__(self) -> str:
-        state = "serving" if self.is_serving else "stopped"
-        return f"<ControlServer {self.socket_path} {state}>"
+        return f"<ControlServer {self.socket_path} {self._state}>"

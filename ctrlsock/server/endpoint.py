@@ -1,6 +1,6 @@
 """Start-up and stop of the listening socket: lock, recovery, bind with the final mode, and the clean stop.
 
-The order is DESIGN.md section 2: take the lock (the proof), remove only a provably orphaned socket
+The order: take the lock (the proof), remove only a provably orphaned socket
 (``recover.remove_orphans``, the only code that removes files), bind with the final permissions from the first
 instant, and on stop remove the socket only if it is still the inode we bound, then clear the record and
 release the lock. A socket passed by systemd is adopted instead of bound, and never unlinked.
@@ -46,20 +46,46 @@ class Endpoint:
     lock: SocketLock
     activated: bool
     inode: tuple[int, int] | None
+    mode: int = 0o600
+    gid: int | None = None
+    backlog: int = 128
+
+    def rebind(self) -> socket.socket:
+        """Bind a new listener at the path (its socket file was deleted under us); the caller serves on it
+        and closes the old one.
+
+        Raises:
+            ServerError: the path is taken by something else, or binding failed.
+        """
+        try:
+            sock, inode = _bind(self.socket_path, self.mode, self.gid, self.backlog)
+        except OSError as error:
+            raise ServerError(f"cannot bind {self.socket_path}: {error.strerror or error}") from error
+        self.sock = sock
+        self.inode = inode
+        return sock
+
+    def remove_socket(self) -> None:
+        """Remove the socket path if it still names the socket we bound (a stop's first step).
+
+        The listener stays open, so clients already waiting in its backlog can still be accepted.
+        """
+        if self.inode is None or self.activated:
+            return
+        try:
+            st = os.lstat(self.socket_path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.inode:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+        elif st is not None:
+            logger.warning("%s was replaced by another file; leaving it in place", self.socket_path)
+        self.inode = None
 
     def close_listener(self) -> None:
         """Stop accepting: remove the path (if still ours) and close the listening socket."""
-        if self.inode is not None and not self.activated:
-            try:
-                st = os.lstat(self.socket_path)
-            except FileNotFoundError:
-                st = None
-            if st is not None and stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.inode:
-                with contextlib.suppress(FileNotFoundError):
-                    self.socket_path.unlink()
-            elif st is not None:
-                logger.warning("%s was replaced by another file; leaving it in place", self.socket_path)
-            self.inode = None
+        self.remove_socket()
         self.sock.close()
 
     def close(self) -> None:
@@ -68,6 +94,11 @@ class Endpoint:
             self.close_listener()
         finally:
             self.lock.release(clear_record=True)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close our copy of the listener, remove nothing (the parent owns the path)."""
+        self.inode = None
+        self.sock.close()
 
 
 def _resolve_group(group: str | int) -> int:
@@ -135,7 +166,7 @@ def _bind(
 ) -> tuple[socket.socket, tuple[int, int]]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
     try:
-        # DESIGN.md 2.4: the mode is set on the socket before bind(), so the file is created with it
+        # The mode is set on the socket before bind(), so the file is created with it
         # (no umask window, no process-wide umask change a threaded daemon must not make).
         os.fchmod(sock.fileno(), mode)
         temporary = bind_path_for(socket_path)
@@ -198,7 +229,7 @@ def open_endpoint(
     socket_path = Path(socket_path)
     SocketPathTooLongError.check(socket_path)
     gid = None if group is None else _resolve_group(group)
-    # DESIGN.md section 6: in a directory others can write (without the sticky bit) another user could
+    # In a directory others can write (without the sticky bit) another user could
     # swap our socket or lock file between our checks; refuse before touching anything.
     check_directory_safe(socket_path.parent)
     lock = take_lock(socket_path, program=program)
@@ -220,7 +251,9 @@ def open_endpoint(
             sock, inode = _bind(socket_path, mode, gid, backlog)
         except OSError as error:
             raise ServerError(f"cannot bind {socket_path}: {error.strerror or error}") from error
-        return Endpoint(sock, socket_path, lock, activated=False, inode=inode)
+        return Endpoint(
+            sock, socket_path, lock, activated=False, inode=inode, mode=mode, gid=gid, backlog=backlog
+        )
     except BaseException:
         lock.release(clear_record=True)
         raise

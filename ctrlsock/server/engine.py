@@ -1,19 +1,31 @@
-"""The connection engines' shared logic, and the fast one: an epoll loop for threads and ``ctrlsock serve``.
+"""The connection engine: accept, read, dispatch, write, time out and stop, over a waiter that waits.
+
+One :class:`Engine` owns the connections, their deadlines and the accept state. It calls down into a small
+:class:`Waiter` (``watch_read``, ``watch_write``, ``unwatch``, pausing accepts, a wake-up for a deadline,
+``post`` from other threads, starting a coroutine), implemented twice: an epoll loop for threads and
+``ctrlsock serve`` (``epoll.py``), and the running asyncio loop's readiness callbacks (``aio.py``). The
+waiter calls back into ``on_acceptable``, ``on_readable``, ``on_writable`` and ``on_timer``.
+
+The execution model: inline commands (the built-ins) run right here on the I/O thread; every other handler
+is a :class:`~.commands.Call` that runs in a worker thread (or, for a coroutine handler in the asyncio
+embedding, as a task on the loop), at most ``max_concurrent_handlers`` at a time, and posts its reply back.
+So I/O, timeouts and the built-ins never wait for a user handler.
 
 Hot path of a connection-per-command client (the benchmarked case), in syscalls: ``accept4``, ``recv`` (the
-request is usually there already; only on ``EAGAIN`` do we register with epoll and arm the idle timer),
+request is usually there already; only on ``EAGAIN`` do we register with the waiter and arm the idle timer),
 ``send`` (a small reply goes out whole, so the connection is never registered for writing), ``close``.
-Trio's rule (STYLE.md): try the syscall first, wait for readiness only after ``BlockingIOError``.
+Trio's rule: try the syscall first, wait for readiness only after ``BlockingIOError``.
 
 Accepted sockets stay blocking at the kernel level and every ``recv``/``send`` passes ``MSG_DONTWAIT``,
 which saves an ``fcntl`` per connection; ``send`` adds ``MSG_NOSIGNAL`` because a daemon may run with
-``SIGPIPE`` at its default action (DESIGN.md section 5). A reply that does not fit the socket buffer is kept
-once (a ``memoryview`` offset in the :class:`Session`) and continued on writability, under a write-progress
-deadline separate from the read-idle timeout.
+``SIGPIPE`` at its default action, where a client that left would kill it. A reply that does not fit the
+socket buffer is kept once (a ``memoryview`` offset in the :class:`Session`) and continued on writability,
+under a write-progress deadline separate from the read-idle timeout.
 
 Timers: every connection waiting to read has the same timeout, so the most recently armed deadline is always
 the latest: an ``OrderedDict`` kept in arming order (re-arming moves to the end) is a priority queue with
-O(1) operations, and the next expiry is its first entry. The same holds for write deadlines.
+O(1) operations, and the next expiry is its first entry. The same holds for write deadlines and for the
+whole-request deadlines. Handler timeouts differ per command; few run at once, so a plain dict is scanned.
 """
 
 from __future__ import annotations
@@ -24,23 +36,29 @@ import errno
 import logging
 import os
 import resource
-import select
 import socket
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Final, Protocol
 
-from ctrlsock.protocol import Request
+from ctrlsock.protocol import Reply, Request, Result, encode_reply
 
-from .commands import read_peer_credentials
-from .session import Session, quick_request
+from .commands import Call, CommandRegistry, read_peer_credentials
+from .config import ServerConfig
+from .endpoint import Endpoint
+from .session import NEED_DATA, Event, Rejected, Session, Unparsed, decode_unparsed, quick_request
+from .stats import ServerStats
+from .workers import WorkerPool
 
-if TYPE_CHECKING:
-    from .core import ControlServer
-    from .endpoint import Endpoint
-
-__all__ = ["SelectorEngine", "ServerStats", "raise_nofile_limit"]
+__all__ = [
+    "SHUTTING_DOWN_TEXT",
+    "Connection",
+    "Engine",
+    "Waiter",
+    "raise_nofile_limit",
+]
 
 logger = logging.getLogger("ctrlsock.server")
 
@@ -58,25 +76,15 @@ _ACCEPT_RETRY_ERRNOS: Final = frozenset({errno.ECONNABORTED, errno.EINTR, errno.
 _ACCEPT_PAUSE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _TRIM_AFTER: Final = 4 << 20
-"""Replies at least this big hand their freed encoding buffers back to the OS (see ``_trim_memory``)."""
+"""Requests or replies at least this big hand their freed buffers back to the OS (see ``_trim_memory``)."""
+_UNCOUNTED_REPLY: Final = 65536
+"""Replies smaller than this go out whole in the usual case and are not checked against ``max_buffered``."""
+
+SHUTTING_DOWN_TEXT: Final = "Server is shutting down"
+"""Result 1 with this text: a stop began before the command could run, or its grace period ended."""
 
 READ: Final = 1
 WRITE: Final = 2
-
-
-class ServerStats:
-    """Counters for ``status-get``. Written only by the engine's thread; read from anywhere."""
-
-    __slots__ = ("accepted", "dropped", "open", "served")
-
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.served = 0
-        self.dropped = 0
-        self.open = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {"accepted": self.accepted, "served": self.served, "dropped": self.dropped, "open": self.open}
 
 
 def raise_nofile_limit() -> int:
@@ -97,13 +105,12 @@ _malloc_trim_looked_up = False
 
 
 def _trim_memory() -> None:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``), after big replies.
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``), after big requests and replies.
 
-    Encoding a reply makes transient copies (the JSON text, then its bytes) that glibc keeps in the heap
-    after they are freed once its dynamic mmap threshold has grown past their size; with several big
-    replies in flight the process would then hold the in-flight bytes plus that garbage (measured: 8
-    stuck 16 MiB replies cost 176 MiB without trimming, 143 MiB with, of which 16 MiB is the payload).
-    A no-op where glibc is not the allocator.
+    Encoding a reply or decoding a request makes transient copies that glibc keeps in the heap after they
+    are freed once its dynamic mmap threshold has grown past their size; without trimming the process
+    keeps that garbage (measured: 8 stuck 16 MiB replies cost 176 MiB without trimming, 143 MiB with, of
+    which 16 MiB is the payload). A no-op where glibc is not the allocator.
     """
     global _malloc_trim_looked_up  # noqa: PLW0603  (looked up once, lazily: ctypes is not free to import)
     if not _malloc_trim_looked_up:
@@ -121,78 +128,164 @@ def _trim_memory() -> None:
         trim()
 
 
-class Connection(Session):
-    """A session plus its socket and what the engine watches it for."""
+def _shutting_down_reply() -> bytes:
+    return encode_reply(Reply(Result.ERROR, SHUTTING_DOWN_TEXT))
 
-    __slots__ = ("events", "fd", "sock", "task")
+
+class Connection(Session):
+    """A session plus its socket, what the waiter watches it for, and the command it waits on."""
+
+    __slots__ = ("__weakref__", "call", "counted", "events", "fd", "sock", "task")
 
     def __init__(self, max_size: int | None, max_depth: int | None, sock: socket.socket) -> None:
         super().__init__(max_size, max_depth)
         self.sock = sock
         self.fd = sock.fileno()
         self.events = 0
+        self.call: Call | None = None  # the command this client waits for, while it runs or queues
         self.task: asyncio.Task[bytes] | None = None
+        self.counted = 0  # request bytes counted against max_buffered
 
 
-class EngineBase:
-    """Everything an engine does except how it waits: accept, read, dispatch, write, time out, stop.
+class Waiter(Protocol):
+    """How an engine waits: the part that differs between epoll and asyncio."""
 
-    Subclasses provide ``_watch_read``, ``_watch_write``, ``_unwatch``, ``_run_async`` and
-    ``_deadline_added``, and call the ``_on_*`` entry points with ``self._now`` updated.
+    def watch_read(self, conn: Connection) -> None: ...
+
+    def watch_write(self, conn: Connection) -> None: ...
+
+    def unwatch(self, conn: Connection) -> None: ...
+
+    def pause_accepting(self) -> None: ...
+
+    def resume_accepting(self) -> None: ...
+
+    def deadline_added(self) -> None:
+        """A deadline was armed: make sure ``on_timer`` runs by ``engine.next_deadline()``."""
+
+    def post(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the I/O thread soon; callable from any thread, never raises."""
+
+    def start_task(self, conn: Connection, call: Call) -> bool:
+        """Run a coroutine call as a task of the loop (True), or decline (False: a worker thread runs it)."""
+
+    def finished(self) -> None:
+        """The stop is complete: nothing is left to serve."""
+
+
+# Engines alive in this process, for the at-fork hook (a forked child must not keep our sockets).
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _close_in_forked_child() -> None:
+    for engine in list(_engines):
+        engine.forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_close_in_forked_child)
+
+
+class Engine:
+    """Everything the server does with connections, whatever waits for readiness.
+
+    Methods named ``on_*`` and :meth:`begin_stop` run on the I/O thread only.
     """
 
-    def __init__(self, server: ControlServer, endpoint: Endpoint) -> None:
-        config = server.config
-        self._server = server
+    def __init__(
+        self,
+        config: ServerConfig,
+        endpoint: Endpoint,
+        registry: CommandRegistry,
+        stats: ServerStats,
+        name: str,
+    ) -> None:
+        self._config = config
         self._endpoint = endpoint
         self._listener = endpoint.sock
-        self._listen_fd = endpoint.sock.fileno()
-        self._dispatch = server.registry.dispatch
-        self._stats = server.stats
+        self._dispatch = registry.dispatch
+        self._stats = stats
         self._idle_timeout = config.idle_timeout
         self._write_deadline = config.write_deadline
+        self._request_deadline = config.request_deadline
         self._max_size = config.max_request_size
         self._max_depth = config.max_depth
+        self._max_buffered = config.max_buffered
+        self._max_concurrent = config.max_concurrent_handlers
         self._conns: dict[int, Connection] = {}
         self._reading: OrderedDict[Connection, float] = OrderedDict()
         self._writing: OrderedDict[Connection, float] = OrderedDict()
-        self._now = time.monotonic()
+        self._started: OrderedDict[Connection, float] = OrderedDict()  # whole-request deadlines
+        self._call_deadlines: dict[Connection, float] = {}
+        self._queued: deque[Connection] = deque()
+        self._active = 0  # user calls running (a hung one counts until it returns)
+        self._held_requests = 0
+        self._held_replies: dict[int, list[int]] = {}  # id(reply) -> [size, connections holding it]
+        self._held_reply_bytes = 0
+        self._pool = WorkerPool(self._max_concurrent, name)
+        self._decoder = WorkerPool(1, f"{name} decoder")  # not a handler: never waits behind one
+        self._waiter: Waiter | None = None
+        self.now = time.monotonic()
         self._accepting = True
         self._accept_paused_until = 0.0
-        self._stop_requested = False
-        self._stopping = False
-        self._grace = config.stop_grace
         self._accept_starved = False
+        self._stopping = False
+        self._grace_end: float | None = None
+        self._done = False
+        self._maintenance: Callable[[float], float | None] | None = None
+        self._maintenance_at: float | None = None
+        _engines.add(self)
 
-    # --- to be provided by the engine --------------------------------------------------------------
+    def attach(self, waiter: Waiter) -> None:
+        self._waiter = waiter
 
-    def _watch_read(self, conn: Connection) -> None:
-        raise NotImplementedError
+    @property
+    def waiter(self) -> Waiter:
+        waiter = self._waiter
+        assert waiter is not None, "attach() a waiter first"
+        return waiter
 
-    def _watch_write(self, conn: Connection) -> None:
-        raise NotImplementedError
+    @property
+    def listen_fd(self) -> int:
+        return self._listener.fileno()
 
-    def _unwatch(self, conn: Connection) -> None:
-        raise NotImplementedError
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
-    def _run_async(self, conn: Connection, coroutine: Coroutine[Any, Any, bytes]) -> None:
-        raise NotImplementedError
+    @property
+    def done(self) -> bool:
+        """The stop is complete: no connection is left (or the grace period ended)."""
+        return self._done
 
-    def _deadline_added(self) -> None:
-        """A deadline was armed while none was pending (asyncio must schedule a timer; epoll need not)."""
+    def set_maintenance(self, task: Callable[[float], float | None], first: float) -> None:
+        """Run ``task(now)`` at ``first`` and then whenever it says (its return value; None: never)."""
+        self._maintenance = task
+        self._maintenance_at = first
 
-    def _pause_accepting(self) -> None:
-        raise NotImplementedError
-
-    def _resume_accepting(self) -> None:
-        raise NotImplementedError
+    def replace_listener(self, sock: socket.socket) -> None:
+        """Serve on a newly bound listener (the old one's path was deleted): accept what the old one has
+        waiting, then close it."""
+        old = self._listener
+        waiter = self.waiter
+        if self._accepting:
+            waiter.pause_accepting()
+        while self._accept_some(drain=True):
+            pass
+        self._listener = sock
+        old.close()
+        if self._accepting:
+            waiter.resume_accepting()
 
     # --- accepting ----------------------------------------------------------------------------------
 
-    def _on_acceptable(self) -> None:
+    def on_acceptable(self) -> None:
+        self._accept_some(drain=False)
+
+    def _accept_some(self, *, drain: bool) -> bool:
+        """Accept and serve up to a batch; True when more may be waiting."""
         # The hot path of connection-per-command clients: accept, recv, dispatch, send, close, with no
-        # Connection object, no epoll registration and no timer when the request is already there and the
-        # reply fits the socket buffer (measured: the usual case, even with 8 clients on 2 cores).
+        # Connection object, no registration and no timer when the request is already there and the reply
+        # fits the socket buffer (measured: the usual case, even with 8 clients on 2 cores).
         # listener._accept() is accept4(SOCK_CLOEXEC) without socket.accept()'s wrapper, whose
         # family/type enum conversions cost as much as the syscall.
         accept = self._listener._accept  # type: ignore[attr-defined]  # the C method socket.accept() wraps
@@ -201,43 +294,46 @@ class EngineBase:
         max_depth = self._max_depth
         new_socket = socket.socket
         for _ in range(_MAX_ACCEPTS):
-            if not self._accepting:
-                return
+            if not self._accepting and not drain:
+                return False
             try:
                 fd, _address = accept()
             except BlockingIOError:
-                return
+                return False
             except OSError as error:
                 if self._accept_failed(error):
                     continue
-                return
+                return False
             sock = new_socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
             stats.accepted += 1
             self._accept_starved = False
             try:
                 data = sock.recv(_FIRST_RECV, _RECV_FLAGS)
             except BlockingIOError:
-                conn = self._adopt(sock)  # the request is not there yet: wait for it
-                self._watch_read(conn)
-                self._arm_read(conn)
+                conn = self._adopt(sock)
+                if self._stopping:
+                    # Accepted while stopping, with nothing sent yet: answer rather than cut it off.
+                    self._send_reply(conn, _shutting_down_reply())
+                    continue
+                self._wait_for_request(conn)
                 continue
             except OSError:
                 sock.close()
                 continue
             request = quick_request(data, max_depth) if data else None
             if request is None:
-                # Split, odd or empty: the framer decides, and reads on if the request is incomplete.
+                # Split, odd, large or empty: the session decides, and reads on if it is incomplete.
                 conn = self._adopt(sock)
                 if self._receive(conn, data, quick=False):
-                    self._on_readable(conn)
+                    self.on_readable(conn)
                 continue
             stats.open += 1  # counted while its command runs (status-get reports itself)
             reply = dispatch(request, sock)
             stats.open -= 1
             if type(reply) is not bytes:
-                self._run_async(self._adopt(sock), reply)  # type: ignore[arg-type]  # a coroutine
+                self._start_call(self._adopt(sock), reply)  # type: ignore[arg-type]  # a Call
                 continue
-            if len(reply) >= _TRIM_AFTER:
+            if len(reply) >= _UNCOUNTED_REPLY:
                 self._send_reply(self._adopt(sock), reply)
                 continue
             try:
@@ -247,10 +343,9 @@ class EngineBase:
             if sent == len(reply):
                 stats.served += 1
                 sock.close()
-            elif sent > 0:
-                self._wait_writable(self._adopt(sock), reply, sent)
             else:
-                self._send_reply(self._adopt(sock), reply)
+                self._send_reply(self._adopt(sock), reply, already=max(sent, 0))
+        return True
 
     def _accept_failed(self, error: OSError) -> bool:
         """Handle an accept() error; True to keep accepting."""
@@ -266,9 +361,11 @@ class EngineBase:
                 len(self._conns),
             )
             self._accept_starved = True
-            self._accepting = False
-            self._accept_paused_until = self._now + _ACCEPT_PAUSE
-            self._pause_accepting()
+            if self._accepting:
+                self._accepting = False
+                self._accept_paused_until = self.now + _ACCEPT_PAUSE
+                self.waiter.pause_accepting()
+                self.waiter.deadline_added()
             return False
         if self._stopping:
             return False
@@ -282,311 +379,525 @@ class EngineBase:
 
     # --- reading ------------------------------------------------------------------------------------
 
-    def _on_readable(self, conn: Connection) -> None:
+    def on_readable(self, conn: Connection) -> None:
+        self._read_ready(conn)
+
+    def _read_ready(self, conn: Connection) -> bool:
+        """Read what is there; True when nothing at all was (EAGAIN at once): the client is idle."""
         recv = conn.sock.recv
+        first = True
         while True:
             try:
                 data = recv(_FIRST_RECV if conn.received < _FIRST_RECV else _BULK_RECV, _RECV_FLAGS)
             except BlockingIOError:
-                if not conn.events & READ:
-                    self._watch_read(conn)
-                self._arm_read(conn)
-                return
+                if not first:
+                    self._wait_for_request(conn)
+                return first
             except OSError:
                 self._close(conn)
-                return
+                return False
+            first = False
             if not self._receive(conn, data):
-                return
+                return False
+
+    def _wait_for_request(self, conn: Connection) -> None:
+        if not conn.events & READ:
+            self.waiter.watch_read(conn)
+            conn.events = READ
+        self._arm_read(conn)
 
     def _receive(self, conn: Connection, data: bytes, *, quick: bool = True) -> bool:
         """Feed one chunk; True when more data is needed (the caller reads again)."""
-        result = conn.receive_data(data, quick=quick)
-        if result is None:
+        conn.receive_data(data)
+        event = conn.next_event(quick=quick)
+        if event is NEED_DATA:
             if not data:
                 self._close(conn)  # the peer closed before sending anything
                 return False
-            return True
-        if type(result) is bytes:
-            self._send_reply(conn, result)
-        else:
-            self._handle(conn, result)  # type: ignore[arg-type]  # Request is the only other case
+            if conn not in self._started:
+                self._arm_request_deadline(conn)
+            return self._count_request(conn)
+        self._uncount_request(conn)
+        self._handle_event(conn, event)
         return False
 
-    def _arm_read(self, conn: Connection) -> None:
-        reading = self._reading
-        was_empty = not reading
-        # The clock is read here, not once per wake-up: handlers run in between and may be slow.
-        reading[conn] = time.monotonic() + self._idle_timeout
-        reading.move_to_end(conn)
-        if was_empty:
-            self._deadline_added()
+    def _count_request(self, conn: Connection) -> bool:
+        """Account the incomplete request's bytes; False (and the connection answered) over the limit."""
+        buffered = conn.buffered
+        self._held_requests += buffered - conn.counted
+        conn.counted = buffered
+        if self._held_requests + self._held_reply_bytes <= self._max_buffered:
+            return True
+        logger.warning(
+            "refused a request at %d bytes: the server holds %d bytes for clients (max_buffered %d)",
+            buffered,
+            self._held_requests + self._held_reply_bytes,
+            self._max_buffered,
+        )
+        self._stats.dropped += 1
+        self._uncount_request(conn)
+        text = (
+            f"request refused: the server holds too much data for clients (max_buffered {self._max_buffered})"
+        )
+        self._send_reply(conn, encode_reply(Reply(Result.ERROR, text)))
+        return False
 
-    def _handle(self, conn: Connection, request: Request) -> None:
+    def _uncount_request(self, conn: Connection) -> None:
+        if conn.counted:
+            self._held_requests -= conn.counted
+            conn.counted = 0
+        self._started.pop(conn, None)
+
+    def _handle_event(self, conn: Connection, event: Event) -> None:
         self._reading.pop(conn, None)
         if conn.events:
             # Kea pauses the inactivity timer while a command runs; and a client that closes or sends
             # garbage now must not wake us: stop watching until the reply is ready.
-            self._unwatch(conn)
+            self.waiter.unwatch(conn)
+            conn.events = 0
+        if type(event) is Request:
+            self._handle(conn, event)
+        elif type(event) is Rejected:
+            self._send_reply(conn, event.reply)
+        elif type(event) is Unparsed:
+            self._decode_elsewhere(conn, event.document)
+
+    def _decode_elsewhere(self, conn: Connection, document: bytes) -> None:
+        """Decode a large request in a worker thread, then handle it here."""
+        waiter = self.waiter
+
+        def decode() -> None:
+            event = decode_unparsed(document)
+            waiter.post(lambda: self._decoded(conn, event))
+
+        self._decoder.submit(decode)
+
+    def _decoded(self, conn: Connection, event: Request | Rejected) -> None:
+        if self._conns.get(conn.fd) is not conn:
+            return  # dropped meanwhile (the stop's grace period ended)
+        self.now = time.monotonic()
+        _trim_memory()  # the request's bytes and the decoder's transient copies were just freed
+        if type(event) is Request:
+            self._handle(conn, event)
+        else:
+            assert type(event) is Rejected
+            self._send_reply(conn, event.reply)
+
+    def _arm_read(self, conn: Connection) -> None:
+        reading = self._reading
+        # The clock is read here, not once per wake-up: handlers run in between and may be slow.
+        reading[conn] = time.monotonic() + self._idle_timeout
+        reading.move_to_end(conn)
+        if len(reading) == 1:
+            self.waiter.deadline_added()
+
+    def _arm_request_deadline(self, conn: Connection) -> None:
+        self._started[conn] = time.monotonic() + self._request_deadline
+        if len(self._started) == 1:
+            self.waiter.deadline_added()
+
+    # --- running commands ---------------------------------------------------------------------------
+
+    def _handle(self, conn: Connection, request: Request) -> None:
         result = self._dispatch(request, conn.sock)
         if type(result) is bytes:
             self._send_reply(conn, result)
         else:
-            self._run_async(conn, result)  # type: ignore[arg-type]  # the only other case: a coroutine
+            self._start_call(conn, result)  # type: ignore[arg-type]  # the only other case: a Call
+
+    def _start_call(self, conn: Connection, call: Call) -> None:
+        if self._stopping:
+            self._send_reply(conn, _shutting_down_reply())
+            return
+        conn.call = call
+        timeout = call.timeout
+        if timeout is not None:
+            self._call_deadlines[conn] = time.monotonic() + timeout
+            self.waiter.deadline_added()
+        if self._active < self._max_concurrent:
+            self._launch(conn, call)
+        else:
+            self._queued.append(conn)
+
+    def _launch(self, conn: Connection, call: Call) -> None:
+        self._active += 1
+        if call.is_coroutine and self.waiter.start_task(conn, call):
+            return
+        waiter = self.waiter
+        run = call.run if not call.is_coroutine else lambda: asyncio.run(call.run_async())
+
+        def job() -> None:
+            reply = run()
+            waiter.post(lambda: self.call_done(conn, call, reply))
+
+        self._pool.submit(job)
+
+    def call_done(self, conn: Connection, call: Call, reply: bytes | None) -> None:
+        """A call ended (``reply`` None: its task was cancelled); on the I/O thread."""
+        self.now = time.monotonic()
+        self._active -= 1
+        self._start_queued()
+        if conn.call is not call or self._conns.get(conn.fd) is not conn:
+            if reply is not None:
+                logger.warning(
+                    "command %r finished after its client was answered; its result is dropped", call.name
+                )
+            return
+        conn.call = None
+        conn.task = None
+        self._call_deadlines.pop(conn, None)
+        self._send_reply(conn, reply if reply is not None else _shutting_down_reply())
+
+    def _start_queued(self) -> None:
+        queued = self._queued
+        while queued and self._active < self._max_concurrent:
+            conn = queued.popleft()
+            call = conn.call
+            if call is not None and self._conns.get(conn.fd) is conn:
+                self._launch(conn, call)
+
+    def _call_timed_out(self, conn: Connection) -> None:
+        call = conn.call
+        assert call is not None
+        conn.call = None
+        if conn.task is not None:
+            conn.task.cancel()  # a coroutine can be cancelled; a thread cannot, its result is dropped later
+            conn.task = None
+        logger.warning(
+            "command %r did not finish within %g s; answering with a timeout", call.name, call.timeout
+        )
+        text = f"Error during command processing: '{call.name}' did not finish within {call.timeout:g} s"
+        self._send_reply(conn, encode_reply(Reply(Result.ERROR, text)))
 
     # --- writing ------------------------------------------------------------------------------------
 
-    def _send_reply(self, conn: Connection, reply: bytes) -> None:
+    def _send_reply(self, conn: Connection, reply: bytes, *, already: int = 0) -> None:
+        """Send ``reply`` (of which the socket already took ``already`` bytes), or keep it for later."""
         self._reading.pop(conn, None)
-        if len(reply) >= _TRIM_AFTER:
-            _trim_memory()  # the encoder's transient copies were just freed
-        try:
-            sent = conn.sock.send(reply, _SEND_FLAGS)
-        except BlockingIOError:
-            sent = 0
-        except OSError as error:
-            conn.start_reply(reply)
-            self._drop(conn, f"client went away ({error.strerror})")
-            return
+        self._uncount_request(conn)
+        if len(reply) >= _TRIM_AFTER or conn.received >= _TRIM_AFTER:
+            _trim_memory()  # the encoder's (or the request's) transient copies were just freed
+        sent = already
+        if not already:
+            try:
+                sent = conn.sock.send(reply, _SEND_FLAGS)
+            except BlockingIOError:
+                sent = 0
+            except OSError as error:
+                conn.start_reply(reply)
+                self._drop(conn, f"client went away ({error.strerror})")
+                return
         if sent == len(reply):
             self._stats.served += 1
             self._close(conn)
             return
-        self._wait_writable(conn, reply, sent)
-
-    def _wait_writable(self, conn: Connection, reply: bytes, sent: int) -> None:
-        """The socket took ``sent`` bytes of ``reply``: keep the rest and continue on writability."""
+        if not already and len(reply) >= _UNCOUNTED_REPLY and not self._hold_reply(reply):
+            reply = self._over_limit_reply(len(reply))
+            if sent:
+                self._drop(conn, "the reply would pass max_buffered")
+                return
+            self._send_reply(conn, reply)
+            return
+        if already:
+            self._hold_reply(reply, force=True)
         conn.start_reply(reply)
         conn.advance(sent)
-        self._watch_write(conn)
+        self.waiter.watch_write(conn)
+        conn.events = WRITE
         self._arm_write(conn)
 
-    def _on_writable(self, conn: Connection) -> None:
+    def _hold_reply(self, reply: bytes, *, force: bool = False) -> bool:
+        """Count a reply kept for a slow reader; False when it would pass ``max_buffered``."""
+        key = id(reply)
+        held = self._held_replies.get(key)
+        if held is not None:
+            held[1] += 1  # the same buffer, shared by another client: costs nothing more
+            return True
+        size = len(reply)
+        if not force and self._held_requests + self._held_reply_bytes + size > self._max_buffered:
+            return False
+        self._held_replies[key] = [size, 1]
+        self._held_reply_bytes += size
+        return True
+
+    def _release_reply(self, conn: Connection) -> None:
+        size = conn.reply_size
+        if not size:
+            return
+        pending = conn.pending
+        key = id(pending.obj) if pending.obj is not None else 0
+        conn.release_reply()
+        held = self._held_replies.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del self._held_replies[key]
+            self._held_reply_bytes -= held[0]
+
+    def _over_limit_reply(self, size: int) -> bytes:
+        logger.warning(
+            "refused to hold a %d-byte reply: the server holds %d bytes for clients (max_buffered %d)",
+            size,
+            self._held_requests + self._held_reply_bytes,
+            self._max_buffered,
+        )
+        self._stats.dropped += 1
+        text = (
+            f"the {size}-byte reply would pass the server's limit for data held for clients "
+            f"(max_buffered {self._max_buffered}); try again later"
+        )
+        return encode_reply(Reply(Result.ERROR, text))
+
+    def on_writable(self, conn: Connection) -> None:
+        self._write_ready(conn)
+
+    def _write_ready(self, conn: Connection) -> bool:
+        """Send what the socket takes; True when it took nothing at all."""
         try:
             sent = conn.sock.send(conn.pending, _SEND_FLAGS)
         except BlockingIOError:
-            return
+            return True
         except OSError as error:
             self._drop(conn, f"client went away ({error.strerror})")
-            return
+            return False
         if conn.advance(sent):
             self._stats.served += 1
             self._close(conn)
-            return
+            return False
         self._arm_write(conn)
+        return False
 
     def _arm_write(self, conn: Connection) -> None:
         writing = self._writing
-        was_empty = not writing
         writing[conn] = time.monotonic() + self._write_deadline
         writing.move_to_end(conn)
-        if was_empty:
-            self._deadline_added()
+        if len(writing) == 1:
+            self.waiter.deadline_added()
 
     # --- ending -------------------------------------------------------------------------------------
 
     def _close(self, conn: Connection) -> None:
         if conn.events:
-            self._unwatch(conn)
+            self.waiter.unwatch(conn)
+            conn.events = 0
         self._reading.pop(conn, None)
         self._writing.pop(conn, None)
+        self._call_deadlines.pop(conn, None)
+        self._uncount_request(conn)
         del self._conns[conn.fd]
         self._stats.open -= 1
-        big = conn.reply_size >= _TRIM_AFTER
-        conn.release_reply()
+        big = conn.reply_size >= _TRIM_AFTER or conn.received >= _TRIM_AFTER
+        self._release_reply(conn)
+        conn.call = None
         conn.sock.close()
         if big:
             _trim_memory()
         if not self._accepting and not self._stopping:
             self._accepting = True
-            self._resume_accepting()
+            self.waiter.resume_accepting()
+        if self._stopping and not self._conns:
+            self._finish()
 
     def _drop(self, conn: Connection, why: str) -> None:
         """Give up on a reply: log who lost how much, count it, close."""
         self._stats.dropped += 1
-        try:
-            peer = read_peer_credentials(conn.sock)
-            who = f"pid {peer.pid} (uid {peer.uid})"
-        except OSError:
-            who = "a client"
-        logger.warning("dropped reply to %s after %d of %d bytes: %s", who, conn.sent, conn.reply_size, why)
+        logger.warning(
+            "dropped reply to %s after %d of %d bytes: %s", _who(conn), conn.sent, conn.reply_size, why
+        )
         if conn.task is not None:
             conn.task.cancel()
+            conn.task = None
         self._close(conn)
 
-    def _expire(self) -> None:
-        now = self._now
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` must run next, or None."""
+        candidates = [next(iter(queue.values())) for queue in (self._reading, self._writing, self._started) if queue]
+        if self._call_deadlines:
+            candidates.append(min(self._call_deadlines.values()))
+        if not self._accepting and not self._stopping:
+            candidates.append(self._accept_paused_until)
+        if self._grace_end is not None:
+            candidates.append(self._grace_end)
+        if self._maintenance_at is not None and not self._stopping:
+            candidates.append(self._maintenance_at)
+        return min(candidates) if candidates else None
+
+    def on_timer(self) -> None:
+        """Expire what is due (``self.now`` is current)."""
+        now = self.now
+        if self._grace_end is not None and now >= self._grace_end:
+            self._end_grace()
+            return
         reading = self._reading
         while reading:
             conn, deadline = next(iter(reading.items()))
             if deadline > now:
                 break
             del reading[conn]
+            # Judge the deadline only after reading what is ready: after SIGSTOP/SIGCONT (a container
+            # freeze, a debugger) whole requests may be waiting in the socket buffer.
+            if not self._read_ready(conn) or self._conns.get(conn.fd) is not conn:
+                continue
+            if conn.events:
+                self.waiter.unwatch(conn)
+                conn.events = 0
             # Kea's reply on its inactivity timer, naming any partial command it throws away.
             logger.info("connection idle for %.3g s; answering with a timeout", self._idle_timeout)
-            if conn.events:
-                self._unwatch(conn)
             self._send_reply(conn, conn.timeout_reply())
+        started = self._started
+        while started:
+            conn, deadline = next(iter(started.items()))
+            if deadline > now:
+                break
+            del started[conn]
+            if self._read_ready(conn) and self._conns.get(conn.fd) is conn and conn.counted:
+                if conn.events:
+                    self.waiter.unwatch(conn)
+                    conn.events = 0
+                logger.warning(
+                    "request from %s incomplete after %.3g s (%d bytes); answering with a timeout",
+                    _who(conn),
+                    self._request_deadline,
+                    conn.buffered,
+                )
+                self._send_reply(conn, conn.timeout_reply())
         writing = self._writing
         while writing:
             conn, deadline = next(iter(writing.items()))
             if deadline > now:
                 break
-            self._drop(
-                conn, f"no write progress for {self._write_deadline:.3g} s (the client is not reading)"
-            )
+            del writing[conn]
+            if self._write_ready(conn):
+                self._drop(
+                    conn, f"no write progress for {self._write_deadline:.3g} s (the client is not reading)"
+                )
+        if self._call_deadlines:
+            for conn, deadline in list(self._call_deadlines.items()):
+                if deadline <= now:
+                    del self._call_deadlines[conn]
+                    if conn.call is not None and self._conns.get(conn.fd) is conn:
+                        self._call_timed_out(conn)
         if not self._accepting and not self._stopping and now >= self._accept_paused_until:
             self._accepting = True
-            self._resume_accepting()
+            self.waiter.resume_accepting()
+        due = self._maintenance_at
+        if self._maintenance is not None and due is not None and now >= due and not self._stopping:
+            self._maintenance_at = self._maintenance(now)
 
-    def _next_deadline(self) -> float | None:
-        deadline: float | None = None
-        if self._reading:
-            deadline = next(iter(self._reading.values()))
-        if self._writing:
-            first = next(iter(self._writing.values()))
-            deadline = first if deadline is None else min(deadline, first)
-        if not self._accepting and not self._stopping:
-            deadline = (
-                self._accept_paused_until if deadline is None else min(deadline, self._accept_paused_until)
-            )
-        return deadline
+    def begin_stop(self, grace: float) -> None:
+        """Stop accepting and drain for ``grace`` seconds (on the I/O thread).
 
-    def _begin_stop(self) -> None:
-        """Stop accepting, and close the connections that have sent nothing: nothing is in flight there."""
+        The record says "stopping" before the socket goes, so a probe meanwhile is not misled. Clients
+        already waiting in the listen backlog are accepted and answered, not reset: built-ins as usual,
+        other commands (which will not get to run) with result 1 "Server is shutting down", as are
+        commands still queued behind a running handler.
+        """
+        if self._stopping:
+            self._grace_end = min(self._grace_end or self.now + grace, time.monotonic() + grace)
+            return
         self._stopping = True
+        self._grace_end = time.monotonic() + grace
+        self._endpoint.lock.mark_stopping()
+        self._endpoint.remove_socket()
+        waiter = self.waiter
         if self._accepting:
             self._accepting = False
-            self._pause_accepting()
+            waiter.pause_accepting()
+        while self._accept_some(drain=True):
+            pass
         self._endpoint.close_listener()
+        for conn in list(self._queued):
+            if conn.call is not None and self._conns.get(conn.fd) is conn:
+                conn.call = None
+                self._call_deadlines.pop(conn, None)
+                self._send_reply(conn, _shutting_down_reply())
+        self._queued.clear()
         for conn in list(self._reading):
-            if conn.received == 0:
-                self._close(conn)
+            if conn.received or self._conns.get(conn.fd) is not conn:
+                continue
+            # Connected but silent: read once more, then answer rather than cut it off.
+            if self._read_ready(conn) and self._conns.get(conn.fd) is conn:
+                if conn.events:
+                    waiter.unwatch(conn)
+                    conn.events = 0
+                self._send_reply(conn, _shutting_down_reply())
+        waiter.deadline_added()
+        if not self._conns:
+            self._finish()
 
-    def _drop_all(self, why: str) -> None:
+    def _end_grace(self) -> None:
+        """The grace period is over: answer everyone still waiting, drop unsent replies, and finish."""
+        reply = _shutting_down_reply()
         for conn in list(self._conns.values()):
+            if self._conns.get(conn.fd) is not conn:
+                continue
             if conn.reply_size:
-                self._drop(conn, why)
-            else:
+                self._drop(conn, "the server is stopping and the grace period ended")
+                continue
+            if conn.call is not None:
+                logger.warning(
+                    "command %r still running at the end of the stop grace period; answering %s",
+                    conn.call.name,
+                    _who(conn),
+                )
                 if conn.task is not None:
                     conn.task.cancel()
-                self._close(conn)
+                    conn.task = None
+            elif conn.received:
+                logger.warning(
+                    "dropped a partial request of %d bytes from %s at the end of the stop grace period",
+                    conn.buffered,
+                    _who(conn),
+                )
+            conn.call = None
+            self._stats.dropped += 1
+            with contextlib.suppress(OSError):
+                conn.sock.send(reply, _SEND_FLAGS)  # small: it fits any socket buffer holding nothing
+            self._close(conn)
+        self._finish()
 
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._grace_end = None
+        self._pool.close()
+        self._decoder.close()
+        self.waiter.finished()
 
-class SelectorEngine(EngineBase):
-    """An epoll loop run by one thread: :meth:`run` blocks until :meth:`request_stop` and the drain end."""
-
-    def __init__(self, server: ControlServer, endpoint: Endpoint) -> None:
-        super().__init__(server, endpoint)
-        self._epoll = select.epoll()
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._async_loop: asyncio.AbstractEventLoop | None = None
-
-    def request_stop(self, grace: float | None = None) -> None:
-        """Ask the loop to stop; safe from any thread and from a signal handler."""
-        if grace is not None:
-            self._grace = grace
-        self._stop_requested = True
-        with contextlib.suppress(OSError):  # a full pipe already carries a wake-up
-            os.write(self._wake_write, b"\0")
-
-    def _watch_read(self, conn: Connection) -> None:
-        if conn.events:
-            self._epoll.modify(conn.fd, select.EPOLLIN)
-        else:
-            self._epoll.register(conn.fd, select.EPOLLIN)
-        conn.events = READ
-
-    def _watch_write(self, conn: Connection) -> None:
-        if conn.events:
-            self._epoll.modify(conn.fd, select.EPOLLOUT)
-        else:
-            self._epoll.register(conn.fd, select.EPOLLOUT)
-        conn.events = WRITE
-
-    def _unwatch(self, conn: Connection) -> None:
-        self._epoll.unregister(conn.fd)
-        conn.events = 0
-
-    def _pause_accepting(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._epoll.unregister(self._listen_fd)
-
-    def _resume_accepting(self) -> None:
-        self._epoll.register(self._listen_fd, select.EPOLLIN)
-
-    def _run_async(self, conn: Connection, coroutine: Coroutine[Any, Any, bytes]) -> None:
-        # A coroutine handler in a threaded daemon: run it to completion on this thread's private loop.
-        # Like a slow plain handler, it holds up this engine (not the daemon's own threads).
-        if self._async_loop is None:
-            self._async_loop = asyncio.new_event_loop()
-        reply = self._async_loop.run_until_complete(coroutine)
-        self._now = time.monotonic()
-        self._send_reply(conn, reply)
-
-    def run(self, ready: Callable[[], None] | None = None) -> None:
-        """Serve until :meth:`request_stop`, then drain in-flight replies for the grace period.
-
-        ``ready`` (a callable) is called once the loop is about to wait for the first time.
-        """
-        epoll = self._epoll
-        conns = self._conns
-        listen_fd = self._listen_fd
-        wake_fd = self._wake_read
-        epoll.register(wake_fd, select.EPOLLIN)
-        epoll.register(listen_fd, select.EPOLLIN)
-        if ready is not None:
-            ready()
-        try:
-            self._loop(epoll, conns, listen_fd, wake_fd)
-            self._begin_stop()
-            grace_end = time.monotonic() + self._grace
-            while conns:
-                self._now = now = time.monotonic()
-                if now >= grace_end:
-                    self._drop_all("the server is stopping and the grace period ended")
-                    break
-                self._expire()
-                deadline = self._next_deadline()
-                wait_until = grace_end if deadline is None else min(deadline, grace_end)
-                self._poll_once(epoll, conns, -1, wake_fd, max(0.0, wait_until - now))
-        finally:
-            self._close_everything()
-
-    def _loop(self, epoll: select.epoll, conns: dict[int, Connection], listen_fd: int, wake_fd: int) -> None:
-        monotonic = time.monotonic
-        while not self._stop_requested:
-            deadline = self._next_deadline()
-            timeout = -1.0 if deadline is None else max(0.0, deadline - monotonic())
-            self._poll_once(epoll, conns, listen_fd, wake_fd, timeout)
-            if self._reading or self._writing or not self._accepting:
-                self._expire()
-
-    def _poll_once(
-        self, epoll: select.epoll, conns: dict[int, Connection], listen_fd: int, wake_fd: int, timeout: float
-    ) -> None:
-        events = epoll.poll(timeout)
-        self._now = time.monotonic()
-        for fd, _mask in events:
-            if fd == listen_fd:
-                self._on_acceptable()
-                continue
-            conn = conns.get(fd)
-            if conn is not None:
-                if conn.events == WRITE:
-                    self._on_writable(conn)
-                elif conn.events == READ:
-                    self._on_readable(conn)
-            elif fd == wake_fd:
-                with contextlib.suppress(OSError):
-                    os.read(wake_fd, 4096)
-
-    def _close_everything(self) -> None:
+    def close_all(self) -> None:
+        """Close every connection and the listener (the engine is being torn down)."""
         for conn in list(self._conns.values()):
+            if conn.task is not None:
+                conn.task.cancel()
+                conn.task = None
             self._close(conn)
         self._endpoint.close_listener()
-        self._epoll.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
-        if self._async_loop is not None:
-            self._async_loop.close()
-            self._async_loop = None
+        self._pool.close()
+        self._decoder.close()
+        _engines.discard(self)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: close our copies of the listener and the connections, touch nothing else.
+
+        Never unregister anything from the waiter: an epoll instance is shared with the parent across
+        fork(), and unregistering here would stop the parent serving.
+        """
+        for conn in self._conns.values():
+            conn.sock.close()
+        self._conns.clear()
+        self._endpoint.forget_after_fork()
+
+    @property
+    def connections_by_fd(self) -> dict[int, Connection]:
+        """The open connections by descriptor (the epoll loop's lookup; do not modify)."""
+        return self._conns
+
+
+def _who(conn: Connection) -> str:
+    try:
+        peer = read_peer_credentials(conn.sock)
+    except OSError:
+        return "a client"
+    return f"pid {peer.pid} (uid {peer.uid})"

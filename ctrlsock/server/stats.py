@@ -1,0 +1,20 @@
+"""Counters for ``status-get``."""
+
+from __future__ import annotations
+
+__all__ = ["ServerStats"]
+
+
+class ServerStats:
+    """Counters for ``status-get``. Written only by the engine's thread; read from anywhere."""
+
+    __slots__ = ("accepted", "dropped", "open", "served")
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.served = 0
+        self.dropped = 0
+        self.open = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "served": self.served, "dropped": self.dropped, "open": self.open}
