@@ -39,7 +39,7 @@ def make(sock_path: Path, config: ServerConfig = FAST, **kwargs: Any) -> Control
         await release.wait()
         return {"waited": True}
 
-    @server.command("release")
+    @server.command("release", inline=True)  # on the loop's thread, as asyncio.Event needs
     def do_release(arguments: Any, context: CommandContext) -> None:
         release.set()
 
@@ -84,7 +84,7 @@ async def test_builtins_answer_on_a_running_loop(sock_path: Path) -> None:
 
 @run_async
 async def test_slow_coroutine_handler_does_not_block_other_clients(sock_path: Path) -> None:
-    async with make(sock_path) as server:
+    async with make(sock_path, ServerConfig(stop_grace=1.0, max_concurrent_handlers=3)) as server:
         waiting = asyncio.ensure_future(ask_async(server.socket_path, "wait"))
         # While "wait" is parked on its event, other commands are answered, including the one that
         # releases it.

@@ -192,7 +192,9 @@ def test_peer_uid_not_allowed_is_refused(shared_server: Any) -> None:
     reply = ask_as("nobody", server.socket_path, "version-get")
     assert reply == {
         "result": 1,
-        "text": f"'version-get' command not allowed for uid {nobody.pw_uid} (gid {nobody.pw_gid})",
+        "text": (
+            f"access denied: 'version-get' command not allowed for uid {nobody.pw_uid} (gid {nobody.pw_gid})"
+        ),
     }
     assert ask(server.socket_path, "version-get")["result"] == 0  # root, the server's own uid
 
@@ -212,7 +214,7 @@ def test_per_command_access_refuses_only_that_command(shared_server: Any) -> Non
     assert ask_as("nobody", server.socket_path, "version-get")["result"] == 0
     refused = ask_as("nobody", server.socket_path, "shutdown")
     assert refused["result"] == 1
-    assert refused["text"].startswith("'shutdown' command not allowed for uid")
+    assert refused["text"].startswith("access denied: 'shutdown' command not allowed for uid")
     assert server.is_serving
 
 

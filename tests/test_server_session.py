@@ -9,20 +9,43 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctrlsock.protocol import JsonFeed, Request, decode_request
-from ctrlsock.server.session import Session, quick_request, timeout_reply
+from ctrlsock.server.session import (
+    LARGE_REQUEST,
+    NEED_DATA,
+    Rejected,
+    Session,
+    Unparsed,
+    decode_unparsed,
+    quick_request,
+    timeout_reply,
+)
 
 
 def session() -> Session:
     return Session(max_size=1 << 20, max_depth=100)
 
 
+def step(s: Session, data: bytes) -> Request | bytes | None:
+    """Feed one chunk and turn the event into what the tests compare: a request, reply bytes or None."""
+    s.receive_data(data)
+    event = s.next_event()
+    if event is NEED_DATA:
+        return None
+    if isinstance(event, Unparsed):
+        event = decode_unparsed(event.document)
+    if isinstance(event, Rejected):
+        return event.reply
+    assert isinstance(event, Request)
+    return event
+
+
 def feed_all(chunks: list[bytes]) -> Request | bytes | None:
     s = session()
     for chunk in chunks:
-        result = s.receive_data(chunk)
+        result = step(s, chunk)
         if result is not None:
             return result
-    return s.receive_data(b"")
+    return step(s, b"")
 
 
 json_values = st.recursive(
@@ -61,13 +84,13 @@ def test_request_cut_anywhere_gives_the_same_request(
 def test_any_bytes_fed_byte_by_byte_give_a_request_a_reply_or_need_more(data: bytes) -> None:
     s = session()
     for index in range(len(data)):
-        result = s.receive_data(data[index : index + 1])
+        result = step(s, data[index : index + 1])
         if result is not None:
             assert isinstance(result, Request | bytes)
             if isinstance(result, bytes):
                 assert json.loads(result)["result"] == 1
             return
-    final = s.receive_data(b"")
+    final = step(s, b"")
     if final is not None:
         assert isinstance(final, bytes)
         assert json.loads(final)["result"] == 1
@@ -100,20 +123,20 @@ def test_quick_request_leaves_deep_or_padded_requests_to_the_framer() -> None:
 
 
 def test_eof_without_data_needs_no_reply() -> None:
-    assert session().receive_data(b"") is None
+    assert step(session(), b"") is None
 
 
 def test_eof_after_partial_request_is_an_error_reply() -> None:
     s = session()
-    assert s.receive_data(b'{"command": "x"') is None
-    reply = s.receive_data(b"")
+    assert step(s, b'{"command": "x"') is None
+    reply = step(s, b"")
     assert isinstance(reply, bytes)
     assert json.loads(reply)["result"] == 1
 
 
 def test_timeout_reply_names_the_discarded_bytes() -> None:
     s = session()
-    s.receive_data(b'{"comm')
+    assert step(s, b'{"comm') is None
     assert json.loads(s.timeout_reply()) == {
         "result": 1,
         "text": "Connection over control channel timed out, discarded partial command of 6 bytes",
@@ -132,3 +155,21 @@ def test_reply_is_kept_once_and_sent_by_offsets() -> None:
     assert s.advance(6)
     s.release_reply()
     assert s.reply_size == 0
+
+
+def test_a_large_request_is_handed_out_undecoded() -> None:
+    # Decoding a big document is left to the engine's worker, off the thread that serves everyone.
+    s = Session(max_size=None, max_depth=100)
+    document = b'{"command": "config-set", "arguments": {"x": "' + b"y" * LARGE_REQUEST + b'"}}'
+    s.receive_data(document[:1000])
+    assert s.next_event() is NEED_DATA
+    s.receive_data(document[1000:])
+    event = s.next_event()
+    assert isinstance(event, Unparsed)
+    assert decode_unparsed(event.document) == Request("config-set", {"x": "y" * LARGE_REQUEST})
+
+
+def test_a_large_request_in_one_chunk_is_handed_out_undecoded_too() -> None:
+    s = Session(max_size=None, max_depth=100)
+    s.receive_data(b'{"command": "x", "arguments": "' + b"y" * LARGE_REQUEST + b'"}')
+    assert isinstance(s.next_event(), Unparsed)

@@ -61,6 +61,8 @@ def register_builtins(
             "connections-served": stats.served,
             "connections-open": stats.open,
             "replies-dropped": stats.dropped,
+            "commands-running": stats.running,
+            "commands-waiting": stats.waiting,
         }
         return Reply(Result.SUCCESS, "", status)
 

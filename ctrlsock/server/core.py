@@ -337,6 +337,9 @@ class ControlServer:
         if state is ServerState.STOPPED and self._ever_started:
             return
         self._stop_wanted = grace  # read by _set_waiter: one of the two sees the other
+        engine = self._engine
+        if engine is not None:
+            engine.stop_pending = True
         waiter = self._waiter
         if waiter is None:
             return
@@ -357,8 +360,8 @@ class ControlServer:
 
     def wait_for_stop(self) -> bool:
         """For signal handlers: wait for a thread embedding's stop (bounded); False on an asyncio loop."""
-        if isinstance(self._waiter, AsyncioWaiter):
-            return False
+        if isinstance(self._waiter, AsyncioWaiter) or self._state is ServerState.STARTING:
+            return False  # its stop finishes after we return, on this very thread
         if self._thread is None or self._thread is threading.current_thread():
             return self._stopped.is_set()  # serve() on this very thread: it finishes after we return
         self._stopped.wait(self.config.stop_grace + _STOP_MARGIN)
@@ -391,6 +394,7 @@ class ControlServer:
             waiter.run(ready=self._ready)
         finally:
             self._closed()
+        signals.server_finished(self)
 
     def start_in_thread(self, *, name: str | None = None) -> None:
         """Open the socket now (errors raise here) and serve on a background daemon thread.
@@ -444,11 +448,12 @@ class ControlServer:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
             self._thread = None
-        signals.unwatch(self)
         error = self._error
         if error is not None:
             self._error = None
+            signals.unwatch(self)
             raise ServerError(f"the control server for {self.socket_path} failed: {error}") from error
+        signals.server_finished(self)  # may end the process now, as a signal that stopped us would
 
     @contextlib.contextmanager
     def running_in_thread(self, *, handle_signals: bool = True) -> Iterator[Self]:
@@ -459,8 +464,15 @@ class ControlServer:
                 signal would (chaining to a handler the daemon installed before). Every server of the
                 process stops.
         """
-        self.start_in_thread()
+        # Watched before start-up begins: a SIGTERM while the lock is taken must stop us cleanly too.
         self._signals_end_process = handle_signals and signals.watch(self)
+        try:
+            self.start_in_thread()
+        except BaseException:
+            signals.unwatch(self)
+            raise
+        if signals.has_pending():
+            self.stop()  # a signal came during start-up: stop, then end as it would (never run the block)
         try:
             yield self
         finally:
@@ -488,13 +500,17 @@ class ControlServer:
             handle_signals: from the main thread, stop cleanly on SIGTERM and SIGINT and then end as the
                 signal would (chaining to a handler the daemon installed before).
         """
-        waiter = self._waiter
-        if not isinstance(waiter, AsyncioWaiter):
-            await self.start()
-            waiter = self._waiter
-            assert isinstance(waiter, AsyncioWaiter)
         if handle_signals:
             signals.watch(self)
+        waiter = self._waiter
+        if not isinstance(waiter, AsyncioWaiter):
+            try:
+                await self.start()
+            except BaseException:
+                signals.unwatch(self)
+                raise
+            waiter = self._waiter
+            assert isinstance(waiter, AsyncioWaiter)
         try:
             await waiter.wait_stopped()
         except asyncio.CancelledError:

@@ -231,6 +231,9 @@ class Engine:
         self._stopping = False
         self._grace_end: float | None = None
         self._done = False
+        # Set from any thread (a plain attribute write, safe in a signal handler) when a stop is asked for:
+        # the accept loop then leaves the rest of the backlog to the stop, which answers it.
+        self.stop_pending = False
         self._maintenance: Callable[[float], float | None] | None = None
         self._maintenance_at: float | None = None
         _engines.add(self)
@@ -294,7 +297,7 @@ class Engine:
         max_depth = self._max_depth
         new_socket = socket.socket
         for _ in range(_MAX_ACCEPTS):
-            if not self._accepting and not drain:
+            if not drain and (not self._accepting or self.stop_pending):
                 return False
             try:
                 fd, _address = accept()
@@ -380,19 +383,21 @@ class Engine:
     # --- reading ------------------------------------------------------------------------------------
 
     def on_readable(self, conn: Connection) -> None:
-        self._read_ready(conn)
+        self._read_ready(conn, idle_ok=False)
 
-    def _read_ready(self, conn: Connection) -> bool:
-        """Read what is there; True when nothing at all was (EAGAIN at once): the client is idle."""
+    def _read_ready(self, conn: Connection, *, idle_ok: bool = True) -> bool:
+        """Read what is there; True when nothing at all was (EAGAIN at once) and ``idle_ok``: the caller
+        then judges the idle client. Otherwise, at EAGAIN, wait for more (re-arming the idle timer)."""
         recv = conn.sock.recv
         first = True
         while True:
             try:
                 data = recv(_FIRST_RECV if conn.received < _FIRST_RECV else _BULK_RECV, _RECV_FLAGS)
             except BlockingIOError:
-                if not first:
-                    self._wait_for_request(conn)
-                return first
+                if first and idle_ok:
+                    return True
+                self._wait_for_request(conn)
+                return False
             except OSError:
                 self._close(conn)
                 return False
@@ -518,9 +523,11 @@ class Engine:
             self._launch(conn, call)
         else:
             self._queued.append(conn)
+            self._stats.waiting = len(self._queued)
 
     def _launch(self, conn: Connection, call: Call) -> None:
         self._active += 1
+        self._stats.running = self._active
         if call.is_coroutine and self.waiter.start_task(conn, call):
             return
         waiter = self.waiter
@@ -536,6 +543,7 @@ class Engine:
         """A call ended (``reply`` None: its task was cancelled); on the I/O thread."""
         self.now = time.monotonic()
         self._active -= 1
+        self._stats.running = self._active
         self._start_queued()
         if conn.call is not call or self._conns.get(conn.fd) is not conn:
             if reply is not None:
@@ -555,6 +563,7 @@ class Engine:
             call = conn.call
             if call is not None and self._conns.get(conn.fd) is conn:
                 self._launch(conn, call)
+        self._stats.waiting = len(queued)
 
     def _call_timed_out(self, conn: Connection) -> None:
         call = conn.call
@@ -712,7 +721,9 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` must run next, or None."""
-        candidates = [next(iter(queue.values())) for queue in (self._reading, self._writing, self._started) if queue]
+        candidates = [
+            next(iter(queue.values())) for queue in (self._reading, self._writing, self._started) if queue
+        ]
         if self._call_deadlines:
             candidates.append(min(self._call_deadlines.values()))
         if not self._accepting and not self._stopping:
@@ -813,6 +824,7 @@ class Engine:
                 self._call_deadlines.pop(conn, None)
                 self._send_reply(conn, _shutting_down_reply())
         self._queued.clear()
+        self._stats.waiting = 0
         for conn in list(self._reading):
             if conn.received or self._conns.get(conn.fd) is not conn:
                 continue
@@ -822,6 +834,12 @@ class Engine:
                     waiter.unwatch(conn)
                     conn.events = 0
                 self._send_reply(conn, _shutting_down_reply())
+        logger.info(
+            "stopping: %s removed; draining %d connections for up to %g s",
+            self._endpoint.socket_path,
+            len(self._conns),
+            grace,
+        )
         waiter.deadline_added()
         if not self._conns:
             self._finish()

@@ -6,8 +6,9 @@ bounded by the stop grace), and then, unless every server was registered by an e
 ``install_signal_handlers()`` (the daemon decides what happens next), ends as the signal would: it puts the
 previous disposition back and calls the daemon's own handler if it had one, raises ``KeyboardInterrupt``
 for SIGINT's default, or re-sends the signal to the process under ``SIG_DFL``. An asyncio server cannot be
-waited for inside a handler that runs on its own loop's thread; its ``serve_forever()`` finishes the stop
-and then delivers the signal (:func:`server_finished`).
+waited for inside a handler that runs on its own loop's thread, nor can a server still starting on the main
+thread: their ``serve_forever()`` or ``stop()`` finishes the stop and then delivers the signal
+(:func:`server_finished`).
 
 Handlers run on the main thread between bytecodes, possibly inside the server's own code: nothing here
 takes a lock, and servers are only asked to stop (a flag and a wake-up).
@@ -24,7 +25,15 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final, Protocol
 
-__all__ = ["DEFAULT_SIGNALS", "Stoppable", "request_shutdown_exit", "server_finished", "unwatch", "watch"]
+__all__ = [
+    "DEFAULT_SIGNALS",
+    "Stoppable",
+    "has_pending",
+    "request_shutdown_exit",
+    "server_finished",
+    "unwatch",
+    "watch",
+]
 
 DEFAULT_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
@@ -119,8 +128,15 @@ def _handle(number: int, frame: FrameType | None) -> None:
     _deliver(number, frame)
 
 
+def has_pending() -> bool:
+    """A signal arrived that waits for a server's stop to finish before it is delivered."""
+    return bool(_pending)
+
+
 def server_finished(server: Stoppable) -> None:
-    """An asyncio server finished its stop (on the main thread): deliver a signal that waited for it."""
+    """A server finished its stop (call on the main thread): deliver a signal that waited for it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     _watched[:] = [entry for entry in _watched if entry.server is not server]
     if _pending and not any(entry.server.is_serving for entry in _watched):
         number, frame = _pending[0]

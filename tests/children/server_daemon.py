@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import threading
@@ -94,6 +95,8 @@ def main() -> int:
     parser.add_argument("--stop-grace", type=float, default=2.0)
     parser.add_argument("--idle-timeout", type=float, default=10.0)
     options = parser.parse_args()
+    # The library logs through a NullHandler only: a daemon chooses where its logs go, as this one does.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if options.umask is not None:
         os.umask(int(options.umask, 8))
     socket_path = Path(options.socket)
