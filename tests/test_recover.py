@@ -154,8 +154,9 @@ def test_terminate_holders_continues_and_stops_a_stopped_holder(sock_path: Path)
         assert cleanup(sock_path, timeout=TIMEOUT).state_after is State.STOPPED
 
 
-def test_terminate_holders_kills_a_holder_that_ignores_sigterm(sock_path: Path) -> None:
+def test_terminate_holders_kills_a_frozen_holder_that_ignores_sigterm(sock_path: Path) -> None:
     with running_server(sock_path, "--ignore-term", "--no-bind") as server:
+        server.stop()  # proof that it is hung; a live owner is never signalled
         report = probe(sock_path, timeout=TIMEOUT)
         assert report.state is State.STUCK
         actions = terminate_holders(report, grace=0.2, timeout=TIMEOUT)
