@@ -135,12 +135,11 @@ def test_socket_path_too_long_is_refused_plainly(sock_dir: Path) -> None:
         assert_one_error_line(done.stderr)
 
 
-def test_directory_without_sockets_is_refused(sock_dir: Path) -> None:
+def test_directory_without_sockets_reads_as_stopped(sock_dir: Path) -> None:
     (sock_dir / "notes.txt").write_text("nothing here")
     done = run_cli("status", sock_dir)
-    assert done.returncode == ExitCode.NO_SOCKETS_IN_DIRECTORY
-    assert_one_error_line(done.stderr)
-    assert str(sock_dir) in done.stderr
+    assert done.returncode == ExitCode.STOPPED
+    assert f"no control sockets in {sock_dir}" in done.stdout
 
 
 def test_status_fast_path_answers_exactly_as_typer_does(sock_dir: Path) -> None:
@@ -361,7 +360,7 @@ def test_stuck_through_inherited_descriptor_then_terminate_holders(sock_path: Pa
 def test_cleanup_refuses_a_regular_file(sock_path: Path) -> None:
     sock_path.write_text("precious")
     done = run_cli("cleanup", sock_path)
-    assert done.returncode == ExitCode.FOREIGN, done.stdout + done.stderr
+    assert done.returncode == ExitCode.NOT_A_SOCKET, done.stdout + done.stderr
     assert "refused" in done.stdout
     assert sock_path.read_text() == "precious"
     assert "Traceback" not in done.stderr
@@ -373,7 +372,7 @@ def test_cleanup_refuses_a_symlink_and_leaves_its_target(sock_dir: Path) -> None
     link = sock_dir / "ctrl.sock"
     link.symlink_to(target)
     done = run_cli("cleanup", link)
-    assert done.returncode == ExitCode.FOREIGN, done.stdout + done.stderr
+    assert done.returncode == ExitCode.NOT_A_SOCKET, done.stdout + done.stderr
     assert "refused" in done.stdout
     assert link.is_symlink()
     assert target.read_text() == "precious"

@@ -142,17 +142,28 @@ def test_probe_says_foreign_when_a_server_answers_without_the_lock(sock_path: Pa
     assert "a server answers on the socket but nobody holds the lock" in report.problems
 
 
-def test_probe_says_foreign_for_a_listener_that_never_answers_without_the_lock(sock_path: Path) -> None:
+def test_probe_says_stuck_for_a_listener_that_never_answers_without_the_lock(sock_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(str(sock_path))
         listener.listen()
         report = probe(sock_path, timeout=TIMEOUT)
-    assert report.state is State.FOREIGN
-    assert any("nothing answers" in p and "nobody holds the lock" in p for p in report.problems)
+    # Foreign is only a server that answers; a listener that never does is named, as a stuck holder.
+    assert report.state is State.STUCK
+    [holder] = report.holders
+    assert (holder.pid, holder.how, holder.holds_socket, holder.holds_lock) == (
+        os.getpid(),
+        "holds the listening socket",
+        True,
+        False,
+    )
+    assert any(
+        f"pid {os.getpid()} (" in p and "keeps the listening socket open but does not hold the lock" in p
+        for p in report.problems
+    )
 
 
 @pytest.mark.parametrize("kind", ["regular file", "directory", "symlink"])
-def test_probe_says_foreign_for_a_non_socket_at_the_socket_path(sock_dir: Path, kind: str) -> None:
+def test_probe_says_not_a_socket_for_a_non_socket_at_the_socket_path(sock_dir: Path, kind: str) -> None:
     sock_path = sock_dir / "ctrl.sock"
     if kind == "regular file":
         sock_path.write_text("precious")
@@ -163,15 +174,18 @@ def test_probe_says_foreign_for_a_non_socket_at_the_socket_path(sock_dir: Path, 
         leave_orphaned_socket(target)
         sock_path.symlink_to(target)
     report = probe(sock_path, timeout=TIMEOUT)
-    assert report.state is State.FOREIGN
+    assert report.state is State.NOT_A_SOCKET
     assert f"{sock_path} is a {kind}, not a socket; ctrlsock never removes it" in report.problems
+    if kind != "directory":  # a directory given to probe_paths stands for the sockets in it
+        [listed] = probe_paths([sock_path], timeout=TIMEOUT)
+        assert listed.state is State.NOT_A_SOCKET
 
 
-def test_probe_says_foreign_for_a_symlink_at_the_lock_path(sock_dir: Path) -> None:
+def test_probe_says_unknown_for_a_symlink_at_the_lock_path(sock_dir: Path) -> None:
     (sock_dir / "elsewhere").write_text("")
     lock_path_for(sock_dir / "ctrl.sock").symlink_to(sock_dir / "elsewhere")
     report = probe(sock_dir / "ctrl.sock", timeout=TIMEOUT)
-    assert report.state is State.FOREIGN
+    assert report.state is State.UNKNOWN
     assert any("is a symlink, not a lock file" in p for p in report.problems)
 
 
@@ -248,7 +262,7 @@ def test_probe_paths_scans_every_socket_and_lock_file_in_a_directory(sock_dir: P
     assert states == {"a.sock": State.STALE, "b.sock": State.STALE, "c.sock": State.RUNNING}
     # Named explicitly, the same path is judged, and is not ours.
     [explicit] = probe_paths([sock_dir / "kea.log.lock"], timeout=TIMEOUT)
-    assert explicit.state is State.FOREIGN
+    assert explicit.state is State.NOT_A_SOCKET
 
 
 def test_probe_paths_takes_a_lock_file_for_its_socket(sock_path: Path) -> None:
@@ -276,24 +290,29 @@ def test_probe_says_unknown_without_permission(nobody_dir: Path) -> None:
     leave_orphaned_socket(nobody_dir / "ctrl.sock")
     document = json.loads(run_as_nobody("probe", str(nobody_dir / "ctrl.sock")))
     assert document["state"] == "unknown"
-    assert any("no permission" in p for p in document["problems"])
+    assert any(p.startswith("permission denied: ") for p in document["problems"])
 
 
 def test_probe_paths_says_unknown_for_a_directory_it_may_not_list(nobody_dir: Path) -> None:
     os.chmod(nobody_dir, 0o700)
     [document] = json.loads(run_as_nobody("paths", str(nobody_dir)))
     assert document["state"] == "unknown"
-    assert document["problems"] == [f"no permission to list the directory {nobody_dir}"]
+    assert document["problems"] == [f"permission denied: cannot list the directory {nobody_dir}"]
 
 
-def test_probe_says_foreign_for_another_users_orphaned_socket(nobody_dir: Path) -> None:
+def test_probe_says_stale_for_another_users_orphaned_socket_and_that_cleanup_refuses(
+    nobody_dir: Path,
+) -> None:
     nobody = pwd.getpwnam("nobody")
     os.chown(nobody_dir, nobody.pw_uid, nobody.pw_gid)
     leave_orphaned_socket(nobody_dir / "ctrl.sock")  # owned by root
     os.chmod(nobody_dir / "ctrl.sock", 0o777)  # so nobody may connect() and see it refused
     document = json.loads(run_as_nobody("probe", str(nobody_dir / "ctrl.sock")))
-    assert document["state"] == "foreign"
-    assert "the socket is owned by uid 0 (root), not by us" in document["problems"]
+    assert document["state"] == "stale"
+    assert (
+        "the socket is owned by uid 0 (root), not by us: cleanup will refuse to remove it"
+        in (document["problems"])
+    )
 
 
 # --- a real Kea 2.2 -----------------------------------------------------------------------------------

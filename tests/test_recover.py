@@ -206,7 +206,7 @@ def test_terminate_holders_never_signals_a_reused_pid(sock_path: Path) -> None:
 def test_a_regular_file_at_the_socket_path_is_never_removed(sock_path: Path) -> None:
     sock_path.write_text("precious")
     result = cleanup(sock_path, timeout=TIMEOUT)
-    assert result.state_before is State.FOREIGN
+    assert result.state_before is State.NOT_A_SOCKET
     assert [a.what for a in result.actions] == ["refused"]
     with take_lock(sock_path) as lock:
         [action] = remove_orphans(lock)
@@ -340,7 +340,7 @@ def test_another_users_socket_is_refused_when_we_are_not_root(nobody_dir: Path) 
     before = snapshot(sock_path)
 
     document = json.loads(run_as_nobody("cleanup", str(sock_path)))
-    assert document["state_before"] == "foreign"
+    assert document["state_before"] == "stale"
     assert [a["what"] for a in document["actions"]] == ["refused"]
     assert "owned by uid 0 (root), not by us" in document["actions"][0]["reason"]
 
