@@ -29,6 +29,7 @@ class AsyncioWaiter:
         self._timer_at = 0.0
         self._stopped: asyncio.Future[None] = loop.create_future()
         self._accepting = False
+        self.on_finished: Callable[[], None] | None = None  # called soon after the stop is complete
         engine.attach(self)
 
     def start(self) -> None:
@@ -119,6 +120,8 @@ class AsyncioWaiter:
         self.pause_accepting()
         if not self._stopped.done():
             self._stopped.set_result(None)
+            if self.on_finished is not None:
+                self.loop.call_soon(self.on_finished)
 
     # --- stopping ------------------------------------------------------------------------------------
 

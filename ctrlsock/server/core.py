@@ -480,18 +480,38 @@ class ControlServer:
 
     # --- the asyncio embedding -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the socket and start serving on the running loop (returns at once)."""
-        self._begin_start()
-        _endpoint, engine = self._open()
+    async def start(self, *, handle_signals: bool = True) -> None:
+        """Open the socket and start serving on the running loop (returns at once).
+
+        Args:
+            handle_signals: on the main thread's loop, stop cleanly on SIGTERM and SIGINT (from now on,
+                start-up included) and then end as the signal would; see :meth:`serve_forever`.
+        """
+        if handle_signals:
+            signals.watch(self)
+        try:
+            self._begin_start()
+            _endpoint, engine = self._open()
+        except BaseException:
+            signals.unwatch(self)
+            raise
         try:
             waiter = AsyncioWaiter(engine, asyncio.get_running_loop())
             waiter.start()
         except BaseException:
             self._closed()
+            signals.unwatch(self)
             raise
+        waiter.on_finished = lambda: self._async_finished(waiter)
         self._set_waiter(waiter)
         self._ready()
+
+    def _async_finished(self, waiter: AsyncioWaiter) -> None:
+        """The loop's stop is complete: if a signal waits for it, clean up and deliver it now (the daemon
+        may not be in ``serve_forever()``); otherwise ``serve_forever()``/``wait_closed()`` clean up."""
+        if signals.has_pending():
+            self._finish_async(waiter)
+            signals.server_finished(self)
 
     async def serve_forever(self, *, handle_signals: bool = True) -> None:
         """Serve until stopped (``close()``, a signal, ``shutdown``), then finish the clean stop.
@@ -500,17 +520,13 @@ class ControlServer:
             handle_signals: from the main thread, stop cleanly on SIGTERM and SIGINT and then end as the
                 signal would (chaining to a handler the daemon installed before).
         """
-        if handle_signals:
-            signals.watch(self)
         waiter = self._waiter
         if not isinstance(waiter, AsyncioWaiter):
-            try:
-                await self.start()
-            except BaseException:
-                signals.unwatch(self)
-                raise
+            await self.start(handle_signals=handle_signals)
             waiter = self._waiter
             assert isinstance(waiter, AsyncioWaiter)
+        elif handle_signals:
+            signals.watch(self)
         try:
             await waiter.wait_stopped()
         except asyncio.CancelledError:

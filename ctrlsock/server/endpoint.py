@@ -17,10 +17,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctrlsock.errors import MAX_SOCKET_PATH, ServerError, SocketPathTooLongError
+from ctrlsock.errors import MAX_SOCKET_PATH, ServerError, SocketPathTooLongError, UnsafePathError
 from ctrlsock.lock import SocketLock, take_lock
 from ctrlsock.names import bind_path_for
 from ctrlsock.recover import check_directory_safe, remove_orphans
+from ctrlsock.safepath import open_safe_directory
 
 from . import systemd
 
@@ -99,6 +100,34 @@ class Endpoint:
         """In a forked child: close our copy of the listener, remove nothing (the parent owns the path)."""
         self.inode = None
         self.sock.close()
+
+
+def _create_directory(directory: Path, gid: int | None) -> None:
+    """Create a missing socket directory (the last component only), private to us: 0700, or 0750 with the
+    socket's group so its members can reach the socket. Its parent must pass the safe-path rule; an
+    existing directory is left as it is (and judged by the caller)."""
+    if os.path.lexists(directory):
+        return
+    parent = directory.parent
+    with open_safe_directory(parent) as safe:
+        if safe.writers_problem is not None:
+            raise UnsafePathError(parent, safe.writers_problem)
+        try:
+            os.mkdir(directory.name, 0o700, dir_fd=safe.fileno())
+        except FileExistsError:
+            return  # made meanwhile by someone else: the caller's check judges it
+        except OSError as error:
+            raise ServerError(f"cannot create {directory}: {error.strerror or error}") from error
+        fd = os.open(
+            directory.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=safe.fileno()
+        )
+        try:
+            if gid is not None:
+                os.fchown(fd, -1, gid)
+            os.fchmod(fd, 0o700 if gid is None else 0o750)  # mkdir applied the umask; set the bits exactly
+        finally:
+            os.close(fd)
+    logger.info("created the socket directory %s", directory)
 
 
 def _resolve_group(group: str | int) -> int:
@@ -229,6 +258,7 @@ def open_endpoint(
     socket_path = Path(socket_path)
     SocketPathTooLongError.check(socket_path)
     gid = None if group is None else _resolve_group(group)
+    _create_directory(socket_path.parent, gid)
     # In a directory others can write (without the sticky bit) another user could
     # swap our socket or lock file between our checks; refuse before touching anything.
     check_directory_safe(socket_path.parent)

@@ -16,7 +16,6 @@ takes a lock, and servers are only asked to stop (a flag and a wake-up).
 
 from __future__ import annotations
 
-import _thread
 import os
 import signal
 import threading
@@ -71,8 +70,11 @@ def watch(server: Stoppable, signals: Iterable[int] = DEFAULT_SIGNALS, *, ends_p
     """
     if threading.current_thread() is not threading.main_thread():
         return False
-    if not any(entry.server is server for entry in _watched):
+    known = next((entry for entry in _watched if entry.server is server), None)
+    if known is None:
         _watched.append(_Watched(server, ends_process))
+    elif not ends_process:
+        known.ends_process = False  # install_signal_handlers(): the daemon decides what follows the stop
     for number in signals:
         if number in _previous:
             continue
@@ -108,7 +110,9 @@ def request_shutdown_exit(exit_value: int) -> bool:
     if not any(entry.ends_process for entry in _watched):
         return False
     _shutdown_exit.append(exit_value)
-    _thread.interrupt_main(signal.SIGTERM)
+    # A real signal, not _thread.interrupt_main(): only a real one interrupts a main thread blocked in a
+    # system call (a lock, a sleep), as a daemon's main thread usually is.
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
     return True
 
 
