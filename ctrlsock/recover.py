@@ -1,4 +1,4 @@
-"""Safe recovery: the only code in ctrlsock that removes files, empties a lock file or signals a process.
+"""Safe recovery: the only code in ctrlsock that removes files or empties a lock file.
 
 Holding the ``flock`` on ``<socket>.lock`` proves that no cooperating server (ours or Kea) serves the path,
 because each takes it before binding and keeps it while serving. So every function that removes something
@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
-import signal
 import stat
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -39,14 +36,13 @@ from typing import Any, Final
 from ctrlsock.errors import RecoveryError, UnsafePathError
 from ctrlsock.lock import MAX_RECORD_SIZE, HolderRecord, SocketLock
 from ctrlsock.names import lock_path_for, socket_name_for_bind
-from ctrlsock.probe import HOW_INHERITED_DESCRIPTOR, Holder, ProbeReport, State, probe
-from ctrlsock.procfs import HOW_INHERITED, HOW_LOCKER, find_lock_holders, read_process
+from ctrlsock.probe import ProbeReport, State, probe
+from ctrlsock.procfs import HOW_INHERITED, HOW_LOCKER, find_lock_holders
 from ctrlsock.safepath import (
     ConnectOutcome,
     SafeDirectory,
     check_directory_safe,
     open_safe_directory,
-    owner_words,
 )
 
 __all__ = [
@@ -56,7 +52,6 @@ __all__ = [
     "check_directory_safe",
     "cleanup",
     "remove_orphans",
-    "terminate_holders",
 ]
 
 
@@ -84,11 +79,6 @@ class _LockContent(StrEnum):
     RECORD = "record"
     FOREIGN = "foreign"
 
-
-CLEANUP_PROGRAM: Final = "ctrlsock-cleanup"
-#: After SIGKILL, how long to wait for a holder to exit before reporting it as unkillable (a process in
-#: uninterruptible sleep, ``D``, dies only when its I/O returns).
-KILL_WAIT: Final = 5.0
 
 _KEEP_LOCK_REASON: Final = (
     "lock files are never unlinked: a process waiting on it would end up locking a deleted inode"
@@ -162,33 +152,6 @@ def _refused(path: Path, reason: str, pid: int | None = None) -> Action:
 # --- sockets: the control socket and its temporary bind names -----------------------------------------
 
 
-def _kind_refusal(path: Path, mode: int) -> Action | None:
-    if stat.S_ISLNK(mode):
-        return _refused(path, "it is a symlink: ctrlsock never follows or removes one")
-    if stat.S_ISREG(mode):
-        return _refused(path, "it is a regular file, not a socket: ctrlsock never removes one")
-    if stat.S_ISDIR(mode):
-        return _refused(path, "it is a directory, not a socket")
-    if not stat.S_ISSOCK(mode):
-        return _refused(path, "it is not a socket")
-    return None
-
-
-def _owner_refusal(safe: SafeDirectory, path: Path, st: os.stat_result) -> Action | None:
-    euid = os.geteuid()
-    if st.st_uid == euid:
-        return None
-    if euid != 0:
-        return _refused(path, f"it is owned by {owner_words(st.st_uid)}, not by us")
-    if safe.is_shared:
-        return _refused(
-            path,
-            f"it is owned by {owner_words(st.st_uid)} in {safe.path}, which others may write: "
-            "there only our own files are removed, even by root",
-        )
-    return None
-
-
 def _judge_socket(safe: SafeDirectory, name: str, *, remove: bool, reason: str) -> Action | None:
     """Judge (and with ``remove``, remove) the socket ``name``; None when there is nothing there."""
     path = safe.path / name
@@ -198,12 +161,8 @@ def _judge_socket(safe: SafeDirectory, name: str, *, remove: bool, reason: str) 
         return _refused(path, f"cannot examine it: {os.strerror(error.errno or 0)}")
     if st is None:
         return None
-    refusal = _kind_refusal(path, st.st_mode)
-    if refusal is None and (problem := safe.writers_problem) is not None:
-        refusal = _refused(path, f"its directory {safe.path} {problem}")
-    refusal = refusal or _owner_refusal(safe, path, st)
-    if refusal is not None:
-        return refusal
+    if (problem := safe.removal_problem(st)) is not None:
+        return _refused(path, problem)
     outcome = safe.connect(name, st)
     if outcome is ConnectOutcome.REPLACED:
         return _refused(path, "it was replaced while being examined")
@@ -502,7 +461,7 @@ def _cleanup_bind_name(bind_path: Path, *, dry_run: bool, timeout: float) -> Cle
         report.state = _set_states(result, State.STALE)
         if not stat.S_ISSOCK(st.st_mode):
             report.state = _set_states(result, State.NOT_A_SOCKET)
-            result.actions.append(_kind_refusal(bind_path, st.st_mode) or _refused(bind_path, "not a socket"))
+            result.actions.append(_refused(bind_path, safe.removal_problem(st) or "it is not a socket"))
             return result
         owner_state = probe(owner, timeout=timeout).state
         lock = _read_lock_file(safe, owner_lock.name)
@@ -536,154 +495,3 @@ def _cleanup_bind_name(bind_path: Path, *, dry_run: bool, timeout: float) -> Cle
 def _set_states(result: CleanupResult, state: State) -> State:
     result.state_before = result.state_after = state
     return state
-
-
-# --- holders of a stuck lock --------------------------------------------------------------------------
-
-
-def _wait_exit(pidfds: dict[int, int], deadline: float) -> set[int]:
-    """Wait until each pidfd is readable (its process exited) or the deadline; returns the pids gone."""
-    gone: set[int] = set()
-    poller = select.poll()
-    by_fd = {fd: pid for pid, fd in pidfds.items()}
-    for fd in by_fd:
-        poller.register(fd, select.POLLIN)
-    while len(gone) < len(pidfds):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        for fd, _ in poller.poll(remaining * 1000.0):
-            gone.add(by_fd[fd])
-            poller.unregister(fd)
-    return gone
-
-
-def _why_spared(holder: Holder) -> str | None:
-    """Why ``holder`` is never signalled, or None when it may be.
-
-    Only a process that keeps the lock through a descriptor it inherited (Kea's ``kea-lfc``) is a bystander
-    that may be stopped. The daemon itself (the recorded owner, or the process that took the lock) may be
-    busy rather than hung; only proof that it is frozen, a stopped state (``T``), lets it be signalled.
-    """
-    if holder.pid in {1, os.getpid()}:
-        return "is never signalled"
-    if holder.how == HOW_INHERITED_DESCRIPTOR or holder.status == "stopped":
-        return None
-    return (
-        "is the daemon that owns the lock, alive and not stopped: it may be busy rather than hung, "
-        "so it is never signalled (stop it through its service manager)"
-    )
-
-
-def _still_same(holder: Holder) -> str | None:
-    """Why ``holder`` must not be signalled now, or None when it is still the process the probe saw."""
-    process = read_process(holder.pid)
-    if process is None or process.is_zombie:
-        return "it has exited already"
-    if holder.start_time is not None and process.start_time != holder.start_time:
-        return f"pid {holder.pid} now names another process (start time differs)"
-    if holder.how != HOW_INHERITED_DESCRIPTOR and not process.is_stopped:
-        return "it was continued and runs again"
-    return None
-
-
-def _signal_each(
-    lock_path: Path, targets: list[Holder], *, dry_run: bool
-) -> tuple[list[Action], dict[int, int]]:
-    """SIGTERM and SIGCONT each target that may be signalled; their pidfds, and an action for the rest."""
-    actions: list[Action] = []
-    pidfds: dict[int, int] = {}
-    for holder in targets:
-        who = f"pid {holder.pid} ({holder.program})" if holder.program else f"pid {holder.pid}"
-        spared = _why_spared(holder)
-        if spared is not None:
-            actions.append(_refused(lock_path, f"{who} {spared}", holder.pid))
-            continue
-        try:
-            pidfd = os.pidfd_open(holder.pid)
-        except ProcessLookupError:
-            continue  # exited on its own
-        why_not = _still_same(holder)
-        if why_not is not None or dry_run:
-            os.close(pidfd)
-            if why_not is not None:
-                actions.append(_refused(lock_path, f"{who} not signalled: {why_not}", holder.pid))
-            else:
-                reason = f"{who} holds the lock ({holder.how})"
-                actions.append(Action(lock_path, False, ActionKind.WOULD_TERMINATE, reason, holder.pid))
-            continue
-        try:
-            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-            # A stopped process handles SIGTERM only once continued (systemd does the same).
-            signal.pidfd_send_signal(pidfd, signal.SIGCONT)
-        except ProcessLookupError:
-            os.close(pidfd)
-            continue
-        except PermissionError:
-            os.close(pidfd)
-            actions.append(_refused(lock_path, f"no permission to signal {who}", holder.pid))
-            continue
-        pidfds[holder.pid] = pidfd
-    return actions, pidfds
-
-
-def terminate_holders(
-    report: ProbeReport, *, grace: float = 5.0, timeout: float = 1.0, dry_run: bool = False
-) -> list[Action]:
-    """Stop the processes that keep a stuck lock: SIGTERM (and SIGCONT), wait, then SIGKILL, then re-probe.
-
-    Only processes the probe named as really holding the kernel lock are signalled, and only when the state
-    is ``stuck``: a descendant that inherited the lock descriptor, or the daemon itself when it is proven
-    frozen (stopped). A live daemon that is merely slow, a recorded owner that holds nothing, pid 1 and
-    ourselves are never signalled. Each is addressed through a pidfd opened before its start time and state
-    are checked again, so a pid reused meanwhile is never signalled.
-
-    Args:
-        report: a fresh probe report of the socket path.
-        grace: seconds to wait after SIGTERM before SIGKILL.
-        timeout: for the re-probe's ``list-commands``.
-        dry_run: only say who would be signalled.
-
-    Returns:
-        One action per holder (``terminated``, ``killed``, ``would terminate`` or ``refused``), and a
-        ``refused`` action for the lock file if it is still held afterwards.
-    """
-    lock_path = report.lock_path
-    if report.state is not State.STUCK:
-        reason = (
-            f"the socket is {report.state.value}, not stuck: only the holders of a stuck lock are signalled"
-        )
-        return [_refused(lock_path, reason)]
-    targets = report.lock_holders
-    if not targets:
-        return [_refused(lock_path, "no process holding the lock can be seen")]
-    words = {h.pid: f"pid {h.pid} ({h.program})" if h.program else f"pid {h.pid}" for h in targets}
-    actions, pidfds = _signal_each(lock_path, targets, dry_run=dry_run)
-    try:
-        if not pidfds:
-            return actions
-        gone = _wait_exit(pidfds, time.monotonic() + grace)
-        for pid in gone:
-            actions.append(
-                Action(lock_path, True, ActionKind.TERMINATED, f"{words[pid]} exited after SIGTERM", pid)
-            )
-        left = {pid: fd for pid, fd in pidfds.items() if pid not in gone}
-        for fd in left.values():
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-        killed = _wait_exit(left, time.monotonic() + KILL_WAIT) if left else set()
-        for pid in left:
-            if pid in killed:
-                reason = f"{words[pid]} ignored SIGTERM for {grace:g} s"
-                actions.append(Action(lock_path, True, ActionKind.KILLED, reason, pid))
-            else:
-                actions.append(_refused(lock_path, f"{words[pid]} did not exit even after SIGKILL", pid))
-    finally:
-        for fd in pidfds.values():
-            os.close(fd)
-
-    after = probe(report.socket_path, timeout=timeout)
-    if after.state in {State.STUCK, State.RUNNING}:
-        why = "; ".join(after.problems) or after.state.value
-        actions.append(_refused(lock_path, f"the lock is still held afterwards: {why}"))
-    return actions

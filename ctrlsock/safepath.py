@@ -93,6 +93,18 @@ def _writers_problem(st: os.stat_result) -> str | None:
     return None
 
 
+def _kind_problem(mode: int) -> str | None:
+    if stat.S_ISLNK(mode):
+        return "it is a symlink: ctrlsock never follows or removes one"
+    if stat.S_ISREG(mode):
+        return "it is a regular file, not a socket: ctrlsock never removes one"
+    if stat.S_ISDIR(mode):
+        return "it is a directory, not a socket"
+    if not stat.S_ISSOCK(mode):
+        return "it is not a socket"
+    return None
+
+
 class SafeDirectory:
     """A directory reached by the safe-path rule, held open (``O_PATH``, close-on-exec).
 
@@ -144,6 +156,30 @@ class SafeDirectory:
     def is_shared(self) -> bool:
         """Sticky and writable by others (``/tmp``): only the caller's own files may be touched here."""
         return bool(self.stat.st_mode & stat.S_ISVTX and self.stat.st_mode & (stat.S_IWOTH | stat.S_IWGRP))
+
+    def removal_problem(self, st: os.stat_result) -> str | None:
+        """Why the entry ``st`` describes is not ours to remove, or None when it may be (if orphaned).
+
+        Only a socket is ever removed: never a symlink, a regular file or a directory (Kea 2.2 deletes
+        whatever is at its socket path; we never do). The directory must not let others swap it. It must be
+        the caller's own, or root may remove another user's, except in a shared sticky directory.
+        """
+        kind = _kind_problem(st.st_mode)
+        if kind is not None:
+            return kind
+        if (problem := self.writers_problem) is not None:
+            return f"its directory {self.path} {problem}"
+        euid = os.geteuid()
+        if st.st_uid == euid:
+            return None
+        if euid != 0:
+            return f"it is owned by {owner_words(st.st_uid)}, not by us"
+        if self.is_shared:
+            return (
+                f"it is owned by {owner_words(st.st_uid)} in {self.path}, which others may write: "
+                "there only our own files are removed, even by root"
+            )
+        return None
 
     def lstat(self, name: str) -> os.stat_result | None:
         """``fstatat(name, AT_SYMLINK_NOFOLLOW)``, or None when there is no such entry."""

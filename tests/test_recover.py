@@ -17,7 +17,8 @@ import pytest
 from ctrlsock.errors import RecoveryError, UnsafePathError
 from ctrlsock.lock import lock_path_for, read_record, take_lock
 from ctrlsock.probe import State, probe
-from ctrlsock.recover import check_directory_safe, cleanup, remove_orphans, terminate_holders
+from ctrlsock.recover import check_directory_safe, cleanup, remove_orphans
+from ctrlsock.terminate import terminate_holders
 from tests.children.probe_support import run_as_nobody, running_server
 from tests.kea import start_kea
 from tests.support import wait_for_state, wait_gone

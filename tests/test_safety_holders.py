@@ -16,7 +16,8 @@ import pytest
 
 from ctrlsock.lock import lock_path_for
 from ctrlsock.probe import State, probe
-from ctrlsock.recover import ActionKind, terminate_holders
+from ctrlsock.recover import ActionKind
+from ctrlsock.terminate import terminate_holders
 from tests.children.cli_support import run_cli
 from tests.children.safety_support import fingerprints
 from tests.support import Child, process_state, wait_for_state

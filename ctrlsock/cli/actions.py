@@ -196,7 +196,8 @@ def run_cleanup(
     confirm: Callable[[str], bool] | None = None,
 ) -> int:
     from ctrlsock.probe import State, probe  # noqa: PLC0415
-    from ctrlsock.recover import cleanup, terminate_holders  # noqa: PLC0415
+    from ctrlsock.recover import cleanup  # noqa: PLC0415
+    from ctrlsock.terminate import terminate_holders  # noqa: PLC0415
 
     sockets = [report.socket_path for report in _probe_all(path_arguments(paths), timeout)]
     paint = Painter.for_stream(sys.stdout)
