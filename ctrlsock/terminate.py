@@ -1,11 +1,13 @@
 """Ending the processes that keep a stuck lock: the only code in ctrlsock that signals a process.
 
-Only processes the probe named as really keeping the kernel lock are candidates, and only when the state is
-``stuck``. Of those, a process that keeps the lock through a descriptor it inherited (Kea's ``kea-lfc``) is a
-bystander that may be stopped. The daemon itself (the recorded owner, or the process that took the lock) may
-be busy rather than hung, for example while it writes a huge reply to slow readers; it is signalled only on
-proof that it is frozen: a stopped state (``T``). Each process is addressed through a pidfd opened before it
-is checked again, so a pid reused meanwhile is never signalled.
+Only processes the probe named as really keeping the lock or the listening socket are candidates, and only
+when the state is ``stuck``. Of those, a process that keeps the lock through a descriptor it inherited (Kea's
+``kea-lfc``) is a bystander that may be stopped, as is a forked child that kept the listening socket. The
+daemon itself (the recorded owner, or the process that took the lock) may be busy rather than hung, for
+example while it writes a huge reply to slow readers; it is signalled only on proof that it is frozen: a
+stopped state (``T``), or no CPU time used while the probe's connection waited (``Holder.frozen``). Each
+process is addressed through a pidfd opened before it is checked again, so a pid reused meanwhile is never
+signalled.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from ctrlsock.probe import HOW_INHERITED_DESCRIPTOR, Holder, ProbeReport, State, probe
+from ctrlsock.probe import Holder, HolderHow, ProbeReport, State, probe
 from ctrlsock.procfs import read_process
 from ctrlsock.recover import Action, ActionKind
 
@@ -50,19 +52,23 @@ def _wait_exit(pidfds: dict[int, int], deadline: float) -> set[int]:
     return gone
 
 
-def _why_spared(holder: Holder) -> str | None:
-    """Why ``holder`` is never signalled, or None when it may be.
+#: Processes that keep the lock or the listening socket without being the daemon: a child that inherited
+#: the lock descriptor (Kea's ``kea-lfc``), or a forked worker that kept the listening socket.
+_BYSTANDERS: Final = frozenset({HolderHow.INHERITED_DESCRIPTOR, HolderHow.LISTENER})
 
-    Only a process that keeps the lock through a descriptor it inherited (Kea's ``kea-lfc``) is a bystander
-    that may be stopped. The daemon itself (the recorded owner, or the process that took the lock) may be
-    busy rather than hung; only proof that it is frozen, a stopped state (``T``), lets it be signalled.
-    """
+
+def _proven_frozen(holder: Holder) -> bool:
+    return holder.frozen is True or holder.status == "stopped"
+
+
+def _why_spared(holder: Holder) -> str | None:
+    """Why ``holder`` is never signalled, or None when it may be."""
     if holder.pid in {1, os.getpid()}:
         return "is never signalled"
-    if holder.how == HOW_INHERITED_DESCRIPTOR or holder.status == "stopped":
+    if holder.how in _BYSTANDERS or _proven_frozen(holder):
         return None
     return (
-        "is the daemon that owns the lock, alive and not stopped: it may be busy rather than hung, "
+        "is the daemon that owns the lock, alive and not proven frozen: it may be busy rather than hung, "
         "so it is never signalled (stop it through its service manager)"
     )
 
@@ -74,7 +80,7 @@ def _still_same(holder: Holder) -> str | None:
         return "it has exited already"
     if holder.start_time is not None and process.start_time != holder.start_time:
         return f"pid {holder.pid} now names another process (start time differs)"
-    if holder.how != HOW_INHERITED_DESCRIPTOR and not process.is_stopped:
+    if holder.how not in _BYSTANDERS and holder.frozen is not True and not process.is_stopped:
         return "it was continued and runs again"
     return None
 
@@ -124,9 +130,10 @@ def terminate_holders(
 ) -> list[Action]:
     """Stop the processes that keep a stuck lock: SIGTERM (and SIGCONT), wait, then SIGKILL, then re-probe.
 
-    Only processes the probe named as really holding the kernel lock are signalled, and only when the state
-    is ``stuck``: a descendant that inherited the lock descriptor, or the daemon itself when it is proven
-    frozen (stopped). A live daemon that is merely slow, a recorded owner that holds nothing, pid 1 and
+    Only processes the probe named as really keeping the lock or the listening socket are signalled, and
+    only when the state is ``stuck``: a process that inherited the lock descriptor, a forked child that kept
+    the listening socket, or the daemon itself when it is proven frozen (stopped, or no CPU time used while
+    the probe waited). A live daemon that is merely slow, a recorded owner that holds nothing, pid 1 and
     ourselves are never signalled. Each is addressed through a pidfd opened before its start time and state
     are checked again, so a pid reused meanwhile is never signalled.
 
