@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ctrlsock.lock import lock_path_for, take_lock
-from ctrlsock.probe import State
+from ctrlsock.probe import State, probe_paths
 from ctrlsock.recover import ActionKind, cleanup
 from tests.children.cli_support import run_cli
 from tests.children.probe_support import running_server
@@ -102,6 +102,20 @@ def test_a_record_file_with_a_second_name_is_never_emptied(sock_dir: Path) -> No
     ]
     assert "2 names (hard links)" in result.actions[1].reason
     assert fingerprint(lock_path)[-1] == before[-1]
+
+
+def test_a_directory_scan_counts_a_lock_only_for_a_socket_or_when_empty_or_ours(sock_dir: Path) -> None:
+    make_foreign_locks(sock_dir)
+    lock_path_for(sock_dir / "kea.sock").write_bytes(b"")  # Kea, stopped cleanly
+    leave_crashed_daemon(sock_dir / "ours.sock")
+    (sock_dir / "ours.sock").unlink()  # only our record is left
+    leave_orphaned_socket(sock_dir / "bare.sock")
+    (sock_dir / "foreign.sock.lock").write_bytes(b"version = 3\n")
+    leave_orphaned_socket(sock_dir / "foreign.sock")  # a socket: its lock is judged by cleanup, not the scan
+
+    found = {report.socket_path.name for report in probe_paths([sock_dir], timeout=TIMEOUT)}
+
+    assert found == {"kea.sock", "ours.sock", "bare.sock", "foreign.sock"}
 
 
 # --- telling the truth ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from ctrlsock.probe.evidence import gather_evidence
 from ctrlsock.probe.judge import holders_from, judge
 from ctrlsock.probe.model import Evidence, ProbeReport, State
 from ctrlsock.procfs import is_flock_held
+from ctrlsock.record import read_record
 
 __all__ = ["probe", "probe_paths", "report_from"]
 
@@ -55,12 +56,28 @@ def probe(socket_path: Path, *, timeout: float = 1.0) -> ProbeReport:
     return report
 
 
-def _is_socket_or_missing(path: Path) -> bool:
-    """False only when ``path`` is known to be something other than a socket."""
+def _guards_a_socket(lock_path: Path, guarded: Path) -> bool:
+    """Whether ``lock_path`` is the lock of a control socket at ``guarded``, as far as a scan can tell.
+
+    Other programs keep ``*.lock`` files too (Kea's logger takes kea.log.lock in /run/kea; Cargo.lock,
+    yarn.lock, flake.lock): a lock counts only when ``guarded`` is a socket, or is missing and the lock
+    file is empty (Kea's) or holds our record (a crashed daemon's).
+    """
     try:
-        return stat.S_ISSOCK(os.lstat(path).st_mode)
+        return stat.S_ISSOCK(os.lstat(guarded).st_mode)
+    except FileNotFoundError:
+        pass
     except OSError:
-        return True  # missing, or not ours to look at: the probe reports it (stale or unknown)
+        return True  # not ours to look at: the probe reports it (unknown)
+    try:
+        if os.lstat(lock_path).st_size == 0:
+            return True
+        record = read_record(lock_path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return record is not None and record.version >= 1
 
 
 def _socket_paths_in(directory: Path) -> list[Path]:
@@ -70,10 +87,7 @@ def _socket_paths_in(directory: Path) -> list[Path]:
             path = Path(entry.path)
             if entry.name.endswith(LOCK_SUFFIX) and len(entry.name) > len(LOCK_SUFFIX):
                 guarded = path.with_name(entry.name[: -len(LOCK_SUFFIX)])
-                # Other programs keep locks beside their files in the same directories (Kea's logger takes
-                # kea.log.lock in /run/kea): a lock whose path names an existing non-socket guards that
-                # file, not a control socket. Only a missing path (a crashed daemon's) or a socket counts.
-                if _is_socket_or_missing(guarded):
+                if _guards_a_socket(path, guarded):
                     found.add(guarded)
                 continue
             try:
