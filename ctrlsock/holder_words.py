@@ -11,6 +11,9 @@ import time
 from ctrlsock.procfs import LockHolder, LockHow, ProcessInfo
 from ctrlsock.record import HolderRecord, RecordVerdict
 
+# One rule, one place: the words for a file's owner live with the safe-path rule that refuses it.
+from ctrlsock.safepath import owner_words
+
 __all__ = [
     "condition_words",
     "describe_holder",
@@ -20,16 +23,6 @@ __all__ = [
     "process_words",
     "who",
 ]
-
-
-def owner_words(uid: int) -> str:
-    """``uid 0 (root)``, or ``uid 4242`` for a user without a name."""
-    import pwd  # noqa: PLC0415 - only needed to word a refusal or an owner
-
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def who(pid: int, program: str | None) -> str:

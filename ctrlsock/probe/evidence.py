@@ -24,6 +24,7 @@ from ctrlsock.errors import (
     SocketPathTooLongError,
     SocketPermissionError,
     TruncatedReplyError,
+    UnsafePathError,
 )
 from ctrlsock.holder_words import owner_words
 from ctrlsock.names import bind_path_for, lock_path_for
@@ -43,6 +44,7 @@ from ctrlsock.procfs import (
     read_cpu_ticks,
 )
 from ctrlsock.record import HolderRecord, RecordVerdict, judge_record, read_record
+from ctrlsock.safepath import check_directory_safe
 
 __all__ = ["gather_evidence"]
 
@@ -97,15 +99,11 @@ def _missing_directory(directory: Path) -> Path | None:
 
 
 def _directory_warning(directory: Path) -> str:
-    """Why cleanup would refuse to act in ``directory`` (others may swap files there), or ``""``."""
-    st = os.stat(directory)
-    mode = stat.S_IMODE(st.st_mode)
-    if st.st_mode & stat.S_ISVTX:
-        return ""
-    if st.st_mode & stat.S_IWOTH:
-        return f"{directory} is writable by others (mode {mode:04o}) without the sticky bit"
-    if st.st_mode & stat.S_IWGRP and st.st_gid not in {os.getegid(), *os.getgroups()}:
-        return f"{directory} is writable by group {st.st_gid} (mode {mode:04o}), which we are not in"
+    """Why cleanup would refuse to act in ``directory`` (the one safe-path rule), or ``""``."""
+    try:
+        check_directory_safe(directory)
+    except UnsafePathError as error:
+        return str(error)
     return ""
 
 
