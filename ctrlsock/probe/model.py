@@ -266,14 +266,10 @@ class ProbeReport:
 
     @property
     def lock_holders(self) -> list[Holder]:
-        """The processes ``--terminate-holders`` may signal: alive, keeping the lock or the listening socket.
-
-        A holder seen making progress (``frozen is False``) is left out: it is a busy daemon, not a hung one.
-        """
+        """The live processes that keep the kernel lock or the listening socket (what ``--terminate-holders``
+        considers); each one's ``frozen`` says whether it was seen making progress."""
         return [
-            holder
-            for holder in self.holders
-            if (holder.holds_lock or holder.holds_socket) and holder.alive and holder.frozen is not False
+            holder for holder in self.holders if (holder.holds_lock or holder.holds_socket) and holder.alive
         ]
 
     def to_json(self) -> dict[str, Any]:
