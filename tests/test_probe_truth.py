@@ -17,7 +17,7 @@ import pytest
 
 from ctrlsock.lock import HolderRecord, lock_path_for
 from ctrlsock.probe import HolderHow, State, probe, probe_paths
-from ctrlsock.recover import terminate_holders
+from ctrlsock.terminate import terminate_holders
 from tests.children.cli_support import run_cli
 from tests.support import REPO_DIR, Child, has_exited, kill_foreign, wait_for_state, wait_gone
 
