@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ctrlsock.errors import RecoveryError, UnsafePathError
+from ctrlsock.holder_words import who as holder_who
 from ctrlsock.lock import MAX_RECORD_SIZE, HolderRecord, SocketLock
 from ctrlsock.names import lock_path_for, socket_name_for_bind
 from ctrlsock.probe import ProbeReport, State, probe
@@ -270,7 +271,7 @@ def _record_words(lock: _LockFile) -> tuple[str, int | None]:
     record = lock.record
     if record is None:
         return "the record left by an unknown owner", None
-    who = f"pid {record.pid} ({record.program})" if record.program else f"pid {record.pid}"
+    who = holder_who(record.pid, record.program)
     return f"the record left by {who}; {_KEEP_LOCK_REASON}", record.pid
 
 

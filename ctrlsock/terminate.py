@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+from ctrlsock.holder_words import who as holder_who
 from ctrlsock.probe import Holder, HolderHow, ProbeReport, State, probe
 from ctrlsock.procfs import read_process
 from ctrlsock.recover import Action, ActionKind
@@ -92,7 +93,7 @@ def _signal_each(
     actions: list[Action] = []
     pidfds: dict[int, int] = {}
     for holder in targets:
-        who = f"pid {holder.pid} ({holder.program})" if holder.program else f"pid {holder.pid}"
+        who = holder_who(holder.pid, holder.program)
         spared = _why_spared(holder)
         if spared is not None:
             actions.append(_refused(lock_path, f"{who} {spared}", holder.pid))
@@ -156,7 +157,7 @@ def terminate_holders(
     targets = report.lock_holders
     if not targets:
         return [_refused(lock_path, "no process holding the lock can be seen")]
-    words = {h.pid: f"pid {h.pid} ({h.program})" if h.program else f"pid {h.pid}" for h in targets}
+    words = {h.pid: holder_who(h.pid, h.program) for h in targets}
     actions, pidfds = _signal_each(lock_path, targets, dry_run=dry_run)
     try:
         if not pidfds:

@@ -17,6 +17,7 @@ import pytest
 
 from ctrlsock.errors import UnsafePathError
 from ctrlsock.lock import lock_path_for, take_lock
+from ctrlsock.probe import probe
 from ctrlsock.recover import ActionKind, check_directory_safe, cleanup, remove_orphans
 from ctrlsock.safepath import open_safe_directory
 from tests.children.cli_support import run_cli
@@ -73,6 +74,9 @@ def test_root_never_follows_a_users_symlink_to_a_root_only_directory(
 
     with pytest.raises(UnsafePathError, match="is a symlink"):
         cleanup(link / "x.sock", timeout=TIMEOUT)
+    # status applies the same rule: it says why cleanup will refuse.
+    report = probe(link / "x.sock", timeout=TIMEOUT)
+    assert any(f"{link}: is a symlink" in problem for problem in report.problems), report.problems
     assert fingerprints(_root_files(root_only_dir)) == before
 
 
