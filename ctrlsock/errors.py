@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    # For an annotation only: protocol imports this module, so a run-time import would be circular.
+    from ctrlsock.protocol import Reply
 
 MAX_SOCKET_PATH: Final = 107
-"""``sun_path`` holds 108 bytes including the terminating NUL (DESIGN.md section 6)."""
+"""``sun_path`` holds 108 bytes including the terminating NUL (unix(7))."""
 
 
 def _rebuild(cls: type[CtrlSockError], state: dict[str, Any], args: tuple[Any, ...]) -> CtrlSockError:
@@ -171,3 +175,16 @@ class CommandError(CtrlSockError):
         self.text = text
         self.result = result
         self.arguments = arguments
+
+
+class ReplyError(CommandError):
+    """A server answered with a result other than success: raised by ``Reply.raise_for_result()``.
+
+    ``reply`` is the whole reply; ``result``, ``text`` and ``arguments`` are its members, so a command
+    handler that lets this error propagate answers its own client with the same result and text.
+    """
+
+    def __init__(self, message: str, *, reply: Reply) -> None:
+        super().__init__(reply.text, result=reply.result, arguments=reply.arguments)
+        self.message = message
+        self.reply = reply

@@ -3,7 +3,7 @@
 Nothing here touches a socket or makes a syscall: bytes go in through :meth:`JsonFeed.receive_data`
 (``b""`` means the peer closed), complete documents come out of :meth:`JsonFeed.next_document`, and
 :func:`decode_request` / :func:`encode_reply` turn them into values and back. The server and the client
-both build on it (DESIGN.md section 4).
+both build on it, so both speak the same dialect of Kea's wire protocol.
 
 Wire facts this module follows, measured on Kea 2.2.0 (``kea-dhcp4``, ``socat UNIX:PATH -,ignoreeof``):
 
@@ -25,9 +25,9 @@ import math
 import re
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
-from ctrlsock.errors import LocalProtocolError, RemoteProtocolError
+from ctrlsock.errors import LocalProtocolError, RemoteProtocolError, ReplyError
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -37,11 +37,13 @@ __all__ = [
     "PROCESSING_ERROR_PREFIX",
     "TIMEOUT_TEXT",
     "JsonFeed",
+    "JsonValue",
     "Reply",
     "Request",
     "Result",
     "decode_reply",
     "decode_request",
+    "describe_result",
     "encode_reply",
     "encode_request",
     "error_reply",
@@ -61,6 +63,14 @@ DEFAULT_IDLE_TIMEOUT: Final = 10.0
 DEFAULT_WRITE_DEADLINE: Final = 60.0
 TIMEOUT_TEXT: Final = "Connection over control channel timed out"
 PROCESSING_ERROR_PREFIX: Final = "Error during command processing: "
+
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
+"""Any JSON value, as :func:`json.loads` returns it: narrow it with ``isinstance`` before use.
+
+A reply's ``arguments`` have this type, so a type checker makes the caller check the shape a server
+sent instead of trusting it (``reply.arguments["pid"]`` is an error until ``arguments`` is known to be a
+``dict``).
+"""
 
 
 class Result(IntEnum):
@@ -93,11 +103,36 @@ class Request:
 
 @dataclass(frozen=True)
 class Reply:
-    """One answer: a Kea result code, a text (omitted on the wire when empty) and arguments."""
+    """One answer: a Kea result code, a text (omitted on the wire when empty) and arguments.
+
+    Attributes:
+        result: A Kea result code (:class:`Result`); any integer a server sent is kept as is.
+        text: The text, ``""`` when absent (Kea leaves it out on success).
+        arguments: Any JSON value, ``None`` when absent.
+    """
 
     result: int
     text: str = ""
-    arguments: Any = None
+    arguments: JsonValue = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the result is :attr:`Result.SUCCESS` (``EMPTY``, "nothing found", is not)."""
+        return self.result == Result.SUCCESS
+
+    def raise_for_result(self) -> Reply:
+        """Return this reply if it succeeded, else raise :class:`~ctrlsock.errors.ReplyError` carrying it.
+
+        For chaining: ``send_command(path, "status-get").raise_for_result().arguments``. A handler that
+        lets the error propagate answers its own client with the same result, text and arguments.
+
+        Raises:
+            ReplyError: the result is not :attr:`Result.SUCCESS`, ``EMPTY`` (3) included.
+        """
+        if self.result != Result.SUCCESS:
+            message = f"result {describe_result(self.result)}"
+            raise ReplyError(f"{message}: {self.text}" if self.text else f"{message}, no text", reply=self)
+        return self
 
 
 # --- framing --------------------------------------------------------------------------------------
@@ -642,6 +677,15 @@ def decode_reply(document: bytes | bytearray | memoryview) -> Reply:
     if not isinstance(text, str):
         raise RemoteProtocolError(f"reply 'text' must be a string, not {_type_name(text)}")
     return Reply(result, text, value.get("arguments"))
+
+
+def describe_result(result: int) -> str:
+    """A result code with its name: ``2 (unsupported)``; a code Kea does not define says so."""
+    try:
+        name = Result(result).name.lower()
+    except ValueError:
+        name = "not a kea result code"
+    return f"{result} ({name})"
 
 
 def error_reply(error: RemoteProtocolError) -> Reply:

@@ -8,23 +8,26 @@ The framer is checked against a byte-at-a-time transcription of Kea's JSONFeed s
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctrlsock.errors import LocalProtocolError, RemoteProtocolError
+from ctrlsock.errors import CommandError, LocalProtocolError, RemoteProtocolError, ReplyError
 from ctrlsock.protocol import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_REQUEST_SIZE,
     TIMEOUT_TEXT,
     JsonFeed,
+    JsonValue,
     Reply,
     Request,
     Result,
     decode_reply,
     decode_request,
+    describe_result,
     encode_reply,
     encode_request,
     error_reply,
@@ -572,3 +575,91 @@ def test_result_codes_and_timeout_texts() -> None:
     assert (
         timeout_text(12) == "Connection over control channel timed out, discarded partial command of 12 bytes"
     )
+
+
+# --- reply helpers and the JSON value type ------------------------------------------------------------
+
+json_values_with_floats = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def is_json_value(value: object) -> bool:
+    """Whether ``value`` is a member of ``JsonValue``, all the way down."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list):
+        return all(is_json_value(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and is_json_value(item) for key, item in value.items())
+    return False
+
+
+@given(
+    result=st.integers(-(2**40), 2**40) | st.integers(0, 5), text=st.text(), arguments=json_values_with_floats
+)
+def test_decoded_reply_is_ok_or_raises_an_error_carrying_it(
+    result: int, text: str, arguments: JsonValue
+) -> None:
+    reply = decode_reply(encode_reply(Reply(result, text, arguments)))
+    assert reply == Reply(result, text, arguments)
+    assert is_json_value(reply.arguments)
+    assert reply.ok is (result == Result.SUCCESS)
+    if reply.ok:
+        assert reply.raise_for_result() is reply
+        return
+    with pytest.raises(ReplyError) as caught:
+        reply.raise_for_result()
+    error = caught.value
+    assert error.reply is reply
+    # A CommandError with the reply's members: a handler letting it propagate answers with the same reply.
+    assert isinstance(error, CommandError)
+    assert (error.result, error.text, error.arguments) == (result, text, arguments)
+    expected = f"result {describe_result(result)}"
+    assert str(error) == (f"{expected}: {text}" if text else f"{expected}, no text")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is ReplyError
+    assert str(copy) == str(error)
+    assert copy.reply == reply
+
+
+@given(document=st.binary(max_size=60) | json_values_with_floats.map(lambda v: json.dumps(v).encode()))
+def test_any_decoded_reply_holds_json_values_only(document: bytes) -> None:
+    try:
+        reply = decode_reply(b'{"result":0,"arguments":' + document + b"}")
+    except RemoteProtocolError:
+        return
+    assert is_json_value(reply.arguments)
+
+
+@pytest.mark.parametrize(
+    ("result", "words"),
+    [
+        (0, "0 (success)"),
+        (1, "1 (error)"),
+        (2, "2 (unsupported)"),
+        (3, "3 (empty)"),
+        (4, "4 (conflict)"),
+        (5, "5 (fatal)"),
+        (6, "6 (not a kea result code)"),
+        (-1, "-1 (not a kea result code)"),
+    ],
+)
+def test_describe_result_names_keas_codes(result: int, words: str) -> None:
+    assert describe_result(result) == words
+
+
+def test_empty_is_not_ok_and_raises() -> None:
+    # Kea's "nothing found" (3) is not a success: a caller that accepts it checks reply.result itself.
+    reply = Reply(Result.EMPTY, "no lease found")
+    assert not reply.ok
+    with pytest.raises(ReplyError, match=r"^result 3 \(empty\): no lease found$"):
+        reply.raise_for_result()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ctrlsock.errors import CommandError
-from ctrlsock.protocol import Reply, Result, encode_reply
+from ctrlsock.protocol import JsonValue, Reply, Result, encode_reply
 
 from .commands import CommandContext, CommandRegistry, Handler, PeerCredentials
 from .config import ConfigProvider
@@ -38,7 +38,8 @@ def register_builtins(
     shutdown_requested: ShutdownAction,
 ) -> None:
     def list_commands(arguments: Any, context: CommandContext) -> Reply:
-        return Reply(Result.SUCCESS, "", registry.names())
+        # A fresh list typed as JSON: a list[str] is not a list[JsonValue] (lists are invariant).
+        return Reply(Result.SUCCESS, "", [*registry.names()])
 
     def version_get(arguments: Any, context: CommandContext) -> Reply:
         return Reply(Result.SUCCESS, server.version, {"extended": server.extended_version})
@@ -117,7 +118,7 @@ class _EncodedConfig:
         self._config: object = None
         self._encoded: bytes | None = None
 
-    def reply(self, config: object) -> bytes:
+    def reply(self, config: JsonValue) -> bytes:
         with self._lock:
             if self._encoded is None or self._config is not config:
                 self._encoded = None  # drop the old one before encoding the new
