@@ -4,12 +4,15 @@ The lock and who holds it, recovery that removes only what is provably orphaned,
 channel wire-compatible with ISC Kea's.
 
 Names are imported on first use (PEP 562): ``ctrlsock status`` runs every few seconds from monitoring and
-must not pay for the server, asyncio or filelock when it only probes.
+must not pay for the server, asyncio or filelock when it only probes. Type checkers see plain imports
+instead, so a mistyped name is an error for them rather than ``Any``.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from ctrlsock.errors import (
@@ -24,6 +27,7 @@ from ctrlsock.errors import (
     ProtocolError,
     RecoveryError,
     RemoteProtocolError,
+    ReplyError,
     ServerError,
     ServerRefusedError,
     SocketNotFoundError,
@@ -34,10 +38,11 @@ from ctrlsock.errors import (
 )
 
 if TYPE_CHECKING:
+    from ctrlsock.async_client import send_command_async, send_raw_async
     from ctrlsock.client import send_command, send_raw
     from ctrlsock.lock import HolderRecord, SocketLock, lock_path_for, read_record, take_lock, try_take_lock
     from ctrlsock.probe import Holder, ProbeReport, State, probe, probe_paths
-    from ctrlsock.protocol import Reply, Request, Result
+    from ctrlsock.protocol import JsonValue, Reply, Request, Result
     from ctrlsock.recover import Action, CleanupResult, check_directory_safe, cleanup, remove_orphans
     from ctrlsock.server import (
         Access,
@@ -60,6 +65,7 @@ _LAZY: dict[str, str] = {
     "Holder": "ctrlsock.probe",
     "HolderRecord": "ctrlsock.lock",
     "JsonFileConfig": "ctrlsock.server",
+    "JsonValue": "ctrlsock.protocol",
     "ProbeReport": "ctrlsock.probe",
     "Reply": "ctrlsock.protocol",
     "Request": "ctrlsock.protocol",
@@ -75,19 +81,40 @@ _LAZY: dict[str, str] = {
     "read_record": "ctrlsock.lock",
     "remove_orphans": "ctrlsock.recover",
     "send_command": "ctrlsock.client",
+    "send_command_async": "ctrlsock.async_client",
     "send_raw": "ctrlsock.client",
+    "send_raw_async": "ctrlsock.async_client",
     "take_lock": "ctrlsock.lock",
     "try_take_lock": "ctrlsock.lock",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ctrlsock' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:
+    # Hidden from type checkers: a module __getattr__ makes every unknown name Any to them, so
+    # `from ctrlsock import ControlServr` would pass unnoticed; they read the imports above instead.
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'ctrlsock' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
+    class _Package(types.ModuleType):
+        def __setattr__(self, name: str, value: object) -> None:
+            # Loading the submodule ctrlsock.probe binds it as this package's attribute "probe", which
+            # would hide the function ctrlsock.probe() for good (its module __getattr__ is then never
+            # asked): keep the exported function instead. `from ctrlsock.probe import X` is unaffected.
+            if (
+                isinstance(value, types.ModuleType)
+                and value.__name__ == f"{__name__}.{name}"
+                and name in _LAZY
+            ):
+                value = getattr(value, name)
+            super().__setattr__(name, value)
+
+    sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
@@ -105,6 +132,7 @@ __all__ = [
     "Holder",
     "HolderRecord",
     "JsonFileConfig",
+    "JsonValue",
     "LocalProtocolError",
     "LockError",
     "LockHeldError",
@@ -113,6 +141,7 @@ __all__ = [
     "RecoveryError",
     "RemoteProtocolError",
     "Reply",
+    "ReplyError",
     "Request",
     "Result",
     "ServerConfig",
@@ -134,7 +163,9 @@ __all__ = [
     "read_record",
     "remove_orphans",
     "send_command",
+    "send_command_async",
     "send_raw",
+    "send_raw_async",
     "take_lock",
     "try_take_lock",
 ]

@@ -5,7 +5,11 @@ until the server closes, and check with the framer that a complete JSON value ar
 is an error, never a success). Kea 2.2 answers normally after the half-close (measured), and the
 half-close lets a server see at once that an incomplete request will never be finished.
 
-Every ``OSError`` is translated to ctrlsock's errors in one place, :func:`_translate`.
+The asyncio client (:mod:`ctrlsock.async_client`) does the same I/O on an event loop and shares what is
+not I/O with this module, so both raise the very same errors: :class:`ReplyReader` judges the bytes of a
+reply, :func:`decode_reply_from` turns its document into a :class:`Reply`, and :func:`translate_os_error`
+is the one place where an ``OSError`` becomes a ctrlsock error. This module imports no asyncio:
+``ctrlsock status`` uses it on its fast path.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,10 +39,40 @@ from ctrlsock.errors import (
 )
 from ctrlsock.protocol import JsonFeed, Reply, Request, decode_reply, encode_request
 
-__all__ = ["DEFAULT_TIMEOUT", "MAX_SOCKET_PATH", "send_command", "send_raw"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_SOCKET_PATH",
+    "ReplyReader",
+    "Stage",
+    "decode_reply_from",
+    "encode_command",
+    "send_command",
+    "send_raw",
+    "translate_os_error",
+]
 
 DEFAULT_TIMEOUT: Final = 10.0
-_RECV_SIZE: Final = 256 * 1024
+RECV_SIZE: Final = 256 * 1024
+
+
+class Stage(StrEnum):
+    """How far an exchange got; names the step in an error message."""
+
+    CONNECT = "connect"
+    SEND = "send"
+    RECEIVE = "receive"
+
+    @property
+    def phrase(self) -> str:
+        """The words for an error message: ``timed out {phrase} PATH``."""
+        return _PHRASES[self]
+
+
+_PHRASES: Final = {
+    Stage.CONNECT: "connecting to",
+    Stage.SEND: "sending to",
+    Stage.RECEIVE: "reading the reply from",
+}
 
 
 def send_command(
@@ -61,19 +96,17 @@ def send_command(
             defaults to ``timeout``.
 
     Returns:
-        The decoded reply; a list of one reply (kea-ctrl-agent's form) is unwrapped.
+        The decoded reply; a list of one reply (kea-ctrl-agent's form) is unwrapped. Call
+        :meth:`Reply.raise_for_result` on it to turn a failure into an exception.
 
     Raises:
         SocketPathTooLongError, SocketNotFoundError, ServerRefusedError, SocketPermissionError,
         ClientTimeoutError, TruncatedReplyError, BadReplyError: each with ``.path``.
+        LocalProtocolError: ``arguments`` cannot be encoded as JSON.
     """
-    request = Request(command, arguments, tuple(service) if service is not None else None)
     path = Path(socket_path)
-    _, document = _exchange(path, encode_request(request), timeout, connect_timeout, max_depth=None)
-    try:
-        return decode_reply(document)
-    except RemoteProtocolError as error:
-        raise BadReplyError(f"bad reply from {path}: {error}", path=path) from None
+    reader = _exchange(path, encode_command(command, arguments, service), timeout, connect_timeout)
+    return decode_reply_from(path, reader.document)
 
 
 def send_raw(
@@ -92,23 +125,138 @@ def send_raw(
         The same errors as :func:`send_command`; :class:`BadReplyError` when the reply does not even start
         like JSON.
     """
-    raw, _ = _exchange(Path(socket_path), request, timeout, connect_timeout, max_depth=None)
-    return raw
+    return _exchange(Path(socket_path), request, timeout, connect_timeout).raw
 
 
-def _exchange(
-    path: Path, request: bytes, timeout: float, connect_timeout: float | None, *, max_depth: int | None
-) -> tuple[bytes, bytes]:
-    """Connect, send, half-close, read to EOF. Returns (all bytes received, the first JSON document)."""
+def encode_command(command: str, arguments: Any, service: Sequence[str] | None) -> bytes:
+    """The request document for ``command`` (``service`` copied into a tuple)."""
+    return encode_request(Request(command, arguments, tuple(service) if service is not None else None))
+
+
+class ReplyReader:
+    """The bytes of one reply, judged as they arrive; sans-IO, shared by both clients.
+
+    Feed every chunk read with :meth:`receive_data` and finally ``b""`` for end of file; once that
+    returns ``True``, :attr:`document` holds the first complete JSON value and :attr:`raw` every byte.
+    Replies are framed without size or depth limits: those guard servers, and a client asked for the
+    reply.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._feed = JsonFeed(max_size=None, max_depth=None)
+        self._received = bytearray()
+        self._document: bytes | None = None
+
+    @property
+    def received(self) -> int:
+        """Bytes received so far."""
+        return len(self._received)
+
+    @property
+    def complete(self) -> bool:
+        """Whether a complete JSON value has arrived (more bytes may still follow)."""
+        return self._document is not None
+
+    @property
+    def document(self) -> bytes:
+        """The first complete JSON value (comments removed); only valid once :attr:`complete`."""
+        assert self._document is not None, "the reply is not complete"
+        return self._document
+
+    @property
+    def raw(self) -> bytes:
+        """Every byte received."""
+        return bytes(self._received)
+
+    def receive_data(self, data: bytes) -> bool:
+        """Take the next chunk; ``b""`` is end of file. Returns whether the reply is finished (EOF).
+
+        Raises:
+            BadReplyError: the bytes cannot begin a JSON value.
+            TruncatedReplyError: end of file came before a complete JSON value.
+        """
+        if self._document is None:
+            self._feed.receive_data(data)
+            try:
+                self._document = self._feed.next_document()
+            except RemoteProtocolError as error:
+                if data:
+                    raise BadReplyError(f"bad reply from {self.path}: {error}", path=self.path) from None
+                raise truncated_reply(self.path, self.received) from None
+        if not data:
+            return True
+        self._received += data
+        return False
+
+
+def decode_reply_from(path: Path, document: bytes) -> Reply:
+    """Decode a complete reply document from the server at ``path``.
+
+    Raises:
+        BadReplyError: it is JSON but not a Kea-style reply.
+    """
+    try:
+        return decode_reply(document)
+    except RemoteProtocolError as error:
+        raise BadReplyError(f"bad reply from {path}: {error}", path=path) from None
+
+
+def truncated_reply(path: Path, received: int) -> TruncatedReplyError:
+    """The error for a server that closed before a complete reply, after ``received`` bytes."""
+    if received == 0:
+        message = f"{path}: the server closed the connection without replying"
+    else:
+        message = f"{path}: reply truncated: the server closed the connection after {received} bytes"
+    return TruncatedReplyError(message, path=path, received=received)
+
+
+def translate_os_error(
+    error: OSError, path: Path, stage: Stage, timeout: float, received: int
+) -> CtrlSockError:
+    """The one place where OS errors become ctrlsock errors, for both clients.
+
+    Args:
+        error: What the call raised; any ``TimeoutError`` (a socket timeout, an expired asyncio timeout)
+            counts as the exchange timing out.
+        path: The socket.
+        stage: The step that failed.
+        timeout: The seconds that applied to that step, for the message.
+        received: Reply bytes received so far.
+    """
+    if isinstance(error, TimeoutError) or error.errno in (errno.ETIMEDOUT, errno.EAGAIN):
+        if stage is Stage.RECEIVE and received:
+            detail = f"after {received} bytes of an incomplete reply"
+        else:
+            detail = "without an answer"
+        return ClientTimeoutError(
+            f"timed out {stage.phrase} {path}: {timeout:g} s passed {detail}", path=path
+        )
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return SocketNotFoundError(f"no socket at {path}", path=path)
+    if error.errno == errno.ECONNREFUSED:
+        return ServerRefusedError(f"connection refused: nothing accepts connections on {path}", path=path)
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return SocketPermissionError(f"permission denied: {path}", path=path)
+    if error.errno in (errno.ECONNRESET, errno.EPIPE):
+        return truncated_reply(path, received)
+    if error.errno == errno.ENAMETOOLONG:
+        return SocketPathTooLongError(path)
+    reason = error.strerror or str(error)
+    return ClientError(f"{stage.phrase} {path} failed: {reason}", path=path)
+
+
+def _exchange(path: Path, request: bytes, timeout: float, connect_timeout: float | None) -> ReplyReader:
+    """Connect, send, half-close, read to EOF."""
     SocketPathTooLongError.check(path)
     deadline = time.monotonic() + timeout
-    feed = JsonFeed(max_size=None, max_depth=max_depth)
-    received = bytearray()
-    stage = "connecting to"
+    connect_seconds = timeout if connect_timeout is None else min(connect_timeout, timeout)
+    reader = ReplyReader(path)
+    stage = Stage.CONNECT
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
-            _connect(sock, path, timeout if connect_timeout is None else min(connect_timeout, timeout))
-            stage = "sending to"
+            _connect(sock, path, connect_seconds)
+            stage = Stage.SEND
             sock.settimeout(_remaining(deadline))
             try:
                 # MSG_NOSIGNAL: an embedding program may not ignore SIGPIPE.
@@ -117,35 +265,25 @@ def _exchange(
             except (BrokenPipeError, ConnectionResetError):
                 # The server may have answered early (e.g. "command too large") and closed: read it.
                 pass
-            stage = "reading the reply from"
-            document: bytes | None = None
+            stage = Stage.RECEIVE
             while True:
-                sock.settimeout(_remaining(deadline))
                 try:
-                    data = sock.recv(_RECV_SIZE)
+                    sock.settimeout(_remaining(deadline))
+                    data = sock.recv(RECV_SIZE)
                 except TimeoutError:
-                    if document is not None:
+                    if reader.complete:
                         # A complete reply, but the server kept the connection open: good enough.
-                        return bytes(received), document
+                        return reader
                     raise
                 except ConnectionResetError:
                     data = b""
-                if document is None:
-                    feed.receive_data(data)
-                    try:
-                        document = feed.next_document()
-                    except RemoteProtocolError as error:
-                        if data:
-                            raise BadReplyError(f"bad reply from {path}: {error}", path=path) from None
-                        raise _truncated(path, len(received)) from None
-                if not data:
-                    assert document is not None  # next_document() raised otherwise
-                    return bytes(received), document
-                received += data
+                if reader.receive_data(data):
+                    return reader
     except ClientError:
         raise
     except OSError as error:
-        raise _translate(error, path, stage, timeout, len(received)) from error
+        seconds = connect_seconds if stage is Stage.CONNECT else timeout
+        raise translate_os_error(error, path, stage, seconds, reader.received) from error
 
 
 def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
@@ -169,33 +307,3 @@ def _remaining(deadline: float) -> float:
     if remaining <= 0:
         raise TimeoutError(errno.ETIMEDOUT, "timed out")
     return remaining
-
-
-def _truncated(path: Path, received: int) -> TruncatedReplyError:
-    if received == 0:
-        message = f"{path}: the server closed the connection without replying"
-    else:
-        message = f"{path}: reply truncated: the server closed the connection after {received} bytes"
-    return TruncatedReplyError(message, path=path, received=received)
-
-
-def _translate(error: OSError, path: Path, stage: str, timeout: float, received: int) -> CtrlSockError:
-    """The one place where OS errors become ctrlsock errors."""
-    if isinstance(error, TimeoutError) or error.errno in (errno.ETIMEDOUT, errno.EAGAIN):
-        if stage == "reading the reply from" and received:
-            detail = f"after {received} bytes of an incomplete reply"
-        else:
-            detail = "without an answer"
-        return ClientTimeoutError(f"timed out {stage} {path}: {timeout:g} s passed {detail}", path=path)
-    if error.errno in (errno.ENOENT, errno.ENOTDIR):
-        return SocketNotFoundError(f"no socket at {path}", path=path)
-    if error.errno == errno.ECONNREFUSED:
-        return ServerRefusedError(f"connection refused: nothing accepts connections on {path}", path=path)
-    if error.errno in (errno.EACCES, errno.EPERM):
-        return SocketPermissionError(f"permission denied: {path}", path=path)
-    if error.errno in (errno.ECONNRESET, errno.EPIPE):
-        return _truncated(path, received)
-    if error.errno == errno.ENAMETOOLONG:
-        return SocketPathTooLongError(path)
-    reason = error.strerror or str(error)
-    return ClientError(f"{stage} {path} failed: {reason}", path=path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -12,10 +13,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ctrlsock.client import send_command, send_raw
+from ctrlsock.client import (
+    ReplyReader,
+    Stage,
+    decode_reply_from,
+    send_command,
+    send_raw,
+    translate_os_error,
+)
 from ctrlsock.errors import (
     BadReplyError,
+    ClientError,
     ClientTimeoutError,
     ServerRefusedError,
     SocketNotFoundError,
@@ -23,7 +34,7 @@ from ctrlsock.errors import (
     SocketPermissionError,
     TruncatedReplyError,
 )
-from ctrlsock.protocol import JsonFeed, Reply, decode_request, encode_reply
+from ctrlsock.protocol import JsonFeed, Reply, decode_reply, decode_request, encode_reply
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -307,3 +318,69 @@ def test_real_kea_answers_through_the_client(kea_daemon: object) -> None:
     with pytest.raises(TruncatedReplyError, match="without replying"):
         # Kea closes silently when the request ends before the document does.
         send_raw(socket_path, b'{"command":')
+
+
+# --- the sans-IO parts both clients share --------------------------------------------------------------
+
+reply_documents = st.builds(
+    lambda result, text, arguments: encode_reply(Reply(result, text, arguments)),
+    st.integers(0, 5),
+    st.text(max_size=20),
+    st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=4),
+)
+
+
+@given(document=reply_documents, trailing=st.binary(max_size=20), cuts=st.lists(st.integers(0, 200)))
+def test_reply_reader_finds_the_reply_however_it_is_cut(
+    document: bytes, trailing: bytes, cuts: list[int]
+) -> None:
+    data = document + trailing
+    reader = ReplyReader(Path("/x"))
+    start = 0
+    for cut in [*sorted({min(cut, len(data)) for cut in cuts}), len(data)]:
+        if cut > start:
+            assert reader.receive_data(data[start:cut]) is False
+            start = cut
+    assert reader.receive_data(b"") is True
+    assert reader.document == document
+    assert reader.raw == data
+    assert reader.received == len(data)
+    assert decode_reply_from(Path("/x"), reader.document) == decode_reply(document)
+
+
+@given(document=reply_documents, data=st.data())
+def test_reply_reader_cut_short_is_truncated_with_the_byte_count(
+    document: bytes, data: st.DataObject
+) -> None:
+    cut = data.draw(st.integers(1, len(document) - 1))
+    reader = ReplyReader(Path("/x"))
+    for byte in document[:cut]:
+        assert reader.receive_data(bytes([byte])) is False
+    with pytest.raises(TruncatedReplyError) as caught:
+        reader.receive_data(b"")
+    assert caught.value.received == cut
+    assert not reader.complete
+
+
+def test_reply_reader_refuses_what_cannot_begin_json() -> None:
+    reader = ReplyReader(Path("/x"))
+    with pytest.raises(BadReplyError, match=r"^bad reply from /x: invalid first character h$"):
+        reader.receive_data(b"hello")
+
+
+def test_decode_reply_from_names_the_socket() -> None:
+    with pytest.raises(BadReplyError, match=r"^bad reply from /x: reply has no 'result'$") as caught:
+        decode_reply_from(Path("/x"), b'{"x":1}')
+    assert caught.value.path == Path("/x")
+
+
+def test_stages_are_a_vocabulary_with_message_words() -> None:
+    assert [str(stage) for stage in Stage] == ["connect", "send", "receive"]
+    assert [stage.phrase for stage in Stage] == ["connecting to", "sending to", "reading the reply from"]
+    timeout = translate_os_error(TimeoutError(), Path("/x"), Stage.RECEIVE, 2.0, 7)
+    assert (
+        str(timeout) == "timed out reading the reply from /x: 2 s passed after 7 bytes of an incomplete reply"
+    )
+    other = translate_os_error(OSError(errno.EIO, "Input/output error"), Path("/x"), Stage.SEND, 2.0, 0)
+    assert type(other) is ClientError
+    assert str(other) == "sending to /x failed: Input/output error"
