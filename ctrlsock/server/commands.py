@@ -49,7 +49,7 @@ GENERIC_FAILURE_TEXT: Final = "Error during command processing: internal error (
 
 _PEERCRED: Final = struct.Struct("3i")
 _SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13+, <asm-generic/socket.h>
-_PEERGROUPS_BUFFER: Final = 4 * 1024  # room for 1024 gid_t; Linux answers ERANGE when it is too small
+_PEERGROUPS_BUFFER: Final = 1024  # 256 gid_t, the most CPython's getsockopt() reads; ERANGE beyond
 _GID: Final = struct.Struct("I")
 
 

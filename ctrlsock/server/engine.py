@@ -202,6 +202,7 @@ class Engine:
         self._config = config
         self._endpoint = endpoint
         self._listener = endpoint.sock
+        self.listen_fd = endpoint.sock.fileno()  # read by the waiter for every event: a plain attribute
         self._dispatch = registry.dispatch
         self._stats = stats
         self._idle_timeout = config.idle_timeout
@@ -221,7 +222,7 @@ class Engine:
         self._held_requests = 0
         self._held_replies: dict[int, list[int]] = {}  # id(reply) -> [size, connections holding it]
         self._held_reply_bytes = 0
-        self._pool = WorkerPool(self._max_concurrent, name)
+        self._pool = WorkerPool(self._max_concurrent, f"{name} handler")
         self._decoder = WorkerPool(1, f"{name} decoder")  # not a handler: never waits behind one
         self._waiter: Waiter | None = None
         self.now = time.monotonic()
@@ -248,10 +249,6 @@ class Engine:
         return waiter
 
     @property
-    def listen_fd(self) -> int:
-        return self._listener.fileno()
-
-    @property
     def stopping(self) -> bool:
         return self._stopping
 
@@ -275,6 +272,7 @@ class Engine:
         while self._accept_some(drain=True):
             pass
         self._listener = sock
+        self.listen_fd = sock.fileno()
         old.close()
         if self._accepting:
             waiter.resume_accepting()
@@ -586,6 +584,9 @@ class Engine:
         self._uncount_request(conn)
         if len(reply) >= _TRIM_AFTER or conn.received >= _TRIM_AFTER:
             _trim_memory()  # the encoder's (or the request's) transient copies were just freed
+        if len(reply) >= _UNCOUNTED_REPLY and not self._hold_reply(reply):
+            reply = self._over_limit_reply(len(reply))  # decided before a byte is sent: a whole reply
+        conn.start_reply(reply)  # counted until the connection closes (see _release_reply)
         sent = already
         if not already:
             try:
@@ -593,29 +594,18 @@ class Engine:
             except BlockingIOError:
                 sent = 0
             except OSError as error:
-                conn.start_reply(reply)
                 self._drop(conn, f"client went away ({error.strerror})")
                 return
         if sent == len(reply):
             self._stats.served += 1
             self._close(conn)
             return
-        if not already and len(reply) >= _UNCOUNTED_REPLY and not self._hold_reply(reply):
-            reply = self._over_limit_reply(len(reply))
-            if sent:
-                self._drop(conn, "the reply would pass max_buffered")
-                return
-            self._send_reply(conn, reply)
-            return
-        if already:
-            self._hold_reply(reply, force=True)
-        conn.start_reply(reply)
         conn.advance(sent)
         self.waiter.watch_write(conn)
         conn.events = WRITE
         self._arm_write(conn)
 
-    def _hold_reply(self, reply: bytes, *, force: bool = False) -> bool:
+    def _hold_reply(self, reply: bytes) -> bool:
         """Count a reply kept for a slow reader; False when it would pass ``max_buffered``."""
         key = id(reply)
         held = self._held_replies.get(key)
@@ -623,7 +613,7 @@ class Engine:
             held[1] += 1  # the same buffer, shared by another client: costs nothing more
             return True
         size = len(reply)
-        if not force and self._held_requests + self._held_reply_bytes + size > self._max_buffered:
+        if self._held_requests + self._held_reply_bytes + size > self._max_buffered:
             return False
         self._held_replies[key] = [size, 1]
         self._held_reply_bytes += size

@@ -87,10 +87,9 @@ class EpollWaiter:
         """Serve until a stop is requested and its drain is complete; ``ready()`` before the first wait."""
         engine = self._engine
         epoll = self._epoll
-        listen_fd = engine.listen_fd
         wake_fd = self._wake_read
         epoll.register(wake_fd, select.EPOLLIN)
-        epoll.register(listen_fd, select.EPOLLIN)
+        epoll.register(engine.listen_fd, select.EPOLLIN)
         conns = engine.connections_by_fd
         monotonic = time.monotonic
         if ready is not None:
@@ -108,7 +107,7 @@ class EpollWaiter:
                 events = epoll.poll(timeout)
                 engine.now = monotonic()
                 for fd, _mask in events:
-                    if fd == listen_fd:
+                    if fd == engine.listen_fd:  # not cached: a deleted socket is bound anew
                         engine.on_acceptable()
                         continue
                     conn = conns.get(fd)

@@ -73,6 +73,7 @@ class Upkeep:
                 os.utime(path, follow_symlinks=False)
             except OSError as error:
                 logger.debug("cannot touch %s: %s", path, error.strerror)
+        logger.debug("touched %s so that /tmp cleaners pass them by", " and ".join(map(str, paths)))
 
     def recheck(self) -> bool:
         """Heal what was deleted; False when we stopped serving the path."""

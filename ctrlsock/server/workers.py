@@ -31,7 +31,7 @@ class WorkerPool:
         self._jobs.put(job)
         if len(self._threads) < self._size:
             thread = threading.Thread(
-                target=self._work, name=f"{self._name} handler {len(self._threads) + 1}", daemon=True
+                target=self._work, name=f"{self._name} {len(self._threads) + 1}", daemon=True
             )
             self._threads.append(thread)
             thread.start()

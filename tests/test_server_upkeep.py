@@ -1,0 +1,97 @@
+"""Defence against /tmp cleaners: the socket and lock file are touched, and deleted ones are healed.
+
+Intervals are short here (production: an hour and a minute). The server says what it did in its log; the
+tests wait for those lines, then look at the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctrlsock.errors import LockHeldError
+from ctrlsock.lock import lock_path_for, take_lock
+from ctrlsock.server import ControlServer, ServerConfig
+from tests.children.server_client import ask
+from tests.test_server import LogWatch
+
+QUICK = 0.1
+
+
+@pytest.fixture
+def log_watch() -> Iterator[LogWatch]:
+    watch = LogWatch()
+    logger = logging.getLogger("ctrlsock.server")
+    old_level = logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield watch
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(old_level)
+
+
+@pytest.fixture
+def serve(sock_path: Path) -> Iterator[ControlServer]:
+    servers: list[ControlServer] = []
+
+    def start(config: ServerConfig) -> ControlServer:
+        server = ControlServer(sock_path, program="upkeep-test", config=config)
+        server.start_in_thread()
+        servers.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        server.stop()
+
+
+def test_socket_and_lock_file_are_touched(serve: Any, sock_path: Path, log_watch: LogWatch) -> None:
+    serve(ServerConfig(touch_interval=QUICK, recheck_interval=None, stop_grace=1.0))
+    lock_path = lock_path_for(sock_path)
+    for path in (sock_path, lock_path):
+        os.utime(path, (1_000_000, 1_000_000), follow_symlinks=False)
+    log_watch.records.clear()
+    log_watch.wait_for("touched")
+    assert os.lstat(sock_path).st_mtime > 1_000_000
+    assert os.lstat(lock_path).st_mtime > 1_000_000
+
+
+def test_a_deleted_socket_is_bound_again(serve: Any, sock_path: Path, log_watch: LogWatch) -> None:
+    serve(ServerConfig(touch_interval=None, recheck_interval=QUICK, stop_grace=1.0))
+    before = os.lstat(sock_path).st_ino
+    sock_path.unlink()  # what `find /tmp -delete` does
+    log_watch.wait_for("was deleted; bound it again")
+    assert os.lstat(sock_path).st_ino != before
+    assert ask(sock_path, "version-get")["result"] == 0
+
+
+def test_a_deleted_lock_file_is_put_back_locked(serve: Any, sock_path: Path, log_watch: LogWatch) -> None:
+    server = serve(ServerConfig(touch_interval=None, recheck_interval=QUICK, stop_grace=1.0))
+    lock_path = lock_path_for(sock_path)
+    lock_path.unlink()
+    log_watch.wait_for("put a new, locked one in its place")
+    assert lock_path.exists()
+    with pytest.raises(LockHeldError):
+        take_lock(sock_path, program="second-daemon")  # no split brain: the path is still ours
+    assert ask(sock_path, "version-get")["result"] == 0
+    server.stop()
+    assert not sock_path.exists()
+
+
+def test_a_lock_file_replaced_by_another_stops_serving_and_leaves_it_alone(
+    serve: Any, sock_path: Path, log_watch: LogWatch
+) -> None:
+    server = serve(ServerConfig(touch_interval=None, recheck_interval=QUICK, stop_grace=1.0))
+    lock_path = lock_path_for(sock_path)
+    lock_path.unlink()
+    lock_path.write_bytes(b"another daemon's lock file\n")
+    log_watch.wait_for("another file is there now")
+    assert server.wait(10)
+    assert lock_path.read_bytes() == b"another daemon's lock file\n"
