@@ -42,7 +42,7 @@ def test_a_forked_worker_keeps_neither_listener_nor_connections(sock_path: Path)
         # The listener and the connections it accepted carry its bound name in /proc/net/unix.
         server_side = unix_inodes_bound_at({str(sock_path), str(bind_path_for(sock_path))})
         server_side &= socket_inodes_of(child.pid)
-        assert len(server_side) == 2, "the daemon holds its listener and one accepted connection"
+        assert len(server_side) >= 2, f"the listener and an accepted connection, not {server_side}"
         child.kill()  # SIGKILL: no clean stop, the worker lives on
         wait_gone(child.pid)
         assert not server_side & socket_inodes_of(worker)
