@@ -49,6 +49,16 @@ GOOD_DAEMON = '''
     def build(path: Path) -> ControlServer:
         server = ControlServer(path, program="jobs", version="1.0")
         server.command("jobs-get")(jobs_get)
+
+        @server.command("jobs-clear", allow_uids=[0], timeout=5.0)
+        async def jobs_clear(arguments: Any, context: CommandContext) -> Reply:
+            jobs.clear()
+            return Reply(Result.SUCCESS, "cleared")
+
+        @server.command("jobs-pause")
+        def jobs_pause(arguments: Any, context: CommandContext) -> None:
+            print(context.peer)
+
         return server
 
 
@@ -93,6 +103,30 @@ SAMPLES = {
         import ctrlsock
 
         print(ctrlsock.does_not_exist)
+    """,
+    "handler_without_context.py": """
+        from typing import Any
+
+        from ctrlsock import ControlServer
+
+        server = ControlServer("/run/jobs/ctrl.sock", program="jobs", version="1.0")
+
+
+        @server.command("jobs-get")
+        def jobs_get(arguments: Any) -> dict[str, Any]:
+            return {}
+    """,
+    "handler_returning_a_number.py": """
+        from typing import Any
+
+        from ctrlsock import CommandContext, ControlServer
+
+        server = ControlServer("/run/jobs/ctrl.sock", program="jobs", version="1.0")
+
+
+        @server.command("jobs-count")
+        def jobs_count(arguments: Any, context: CommandContext) -> int:
+            return 3
     """,
     "unchecked_arguments.py": """
         from ctrlsock import send_command
@@ -156,3 +190,20 @@ def test_reply_arguments_must_be_checked_before_use(mypy_errors: dict[str, list[
     assert errors
     assert all(error.startswith("3: ") for error in errors), errors
     assert any(re.search(r'Value of type ".*\| None" is not indexable', error) for error in errors), errors
+
+
+def test_a_handler_with_the_wrong_parameters_gets_the_expected_signature(
+    mypy_errors: dict[str, list[str]],
+) -> None:
+    assert mypy_errors["handler_without_context.py"] == [
+        '8: Argument 1 has incompatible type "Callable[[Any], dict[str, Any]]"; expected'
+        ' "Callable[[Any, CommandContext], dict[str, Any]]"  [arg-type]'
+    ]
+
+
+def test_a_handler_returning_what_no_reply_can_hold_names_the_return_type(
+    mypy_errors: dict[str, list[str]],
+) -> None:
+    assert mypy_errors["handler_returning_a_number.py"] == [
+        '8: Value of type variable "HandlerReturn" of function cannot be "int"  [type-var]'
+    ]

@@ -14,10 +14,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from ctrlsock.errors import ServerError
 from ctrlsock.lock import SocketLock
@@ -25,7 +25,7 @@ from ctrlsock.lock import SocketLock
 from . import signals, systemd
 from .aio import AsyncioWaiter
 from .builtin_commands import register_builtins
-from .commands import CommandRegistry, Handler, PeerCredentials
+from .commands import CommandContext, CommandRegistry, Handler, HandlerResult, PeerCredentials
 from .config import Access, ConfigProvider, ServerConfig
 from .endpoint import Endpoint, open_endpoint
 from .engine import Engine, raise_nofile_limit
@@ -37,7 +37,10 @@ __all__ = ["ControlServer", "ServerState"]
 
 logger = logging.getLogger("ctrlsock.server")
 
-H = TypeVar("H", bound=Handler)
+# The handler's parameters spelled out and its return type kept exact, rather than one type variable bound
+# to the whole Handler type: with the latter, mypy reports a wrong handler as 'Value of type variable "H"
+# of function cannot be ...'; with this, it names the signature it expected.
+HandlerReturn = TypeVar("HandlerReturn", bound=HandlerResult | Awaitable[HandlerResult])
 
 _STOP_MARGIN: Final = 2.0
 """Seconds past the grace period a signal handler waits for a thread-embedded server's stop to finish."""
@@ -143,7 +146,9 @@ class ControlServer:
         replace: bool = False,
         inline: bool = False,
         timeout: float | None = None,
-    ) -> Callable[[H], H]:
+    ) -> Callable[
+        [Callable[[Any, CommandContext], HandlerReturn]], Callable[[Any, CommandContext], HandlerReturn]
+    ]:
         """Decorator: register the function as the handler of ``name``.
 
         The handler is called as ``handler(arguments, context)`` and returns a :class:`Reply`, a map (the
@@ -175,7 +180,9 @@ class ControlServer:
             timeout: seconds the handler may take before its client is answered without it.
         """
 
-        def decorate(handler: H) -> H:
+        def decorate(
+            handler: Callable[[Any, CommandContext], HandlerReturn],
+        ) -> Callable[[Any, CommandContext], HandlerReturn]:
             self.add_command(
                 name,
                 handler,
