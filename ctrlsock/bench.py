@@ -49,7 +49,11 @@ OS_ERROR: Final = "os-error"
 
 @dataclass(frozen=True)
 class BenchResult:
-    """What one run measured. Latencies are in seconds, sorted ascending."""
+    """What one run measured. Latencies are in seconds, sorted ascending.
+
+    ``commands`` counts every reply that parsed; a reply whose ``result`` is not ``expect_result`` is
+    also an error (an unsupported command answers fast, and a benchmark of it measures nothing).
+    """
 
     socket_path: Path
     command: str
@@ -59,10 +63,16 @@ class BenchResult:
     errors: dict[str, int] = field(default_factory=dict)
     results: dict[int, int] = field(default_factory=dict)
     latencies: tuple[float, ...] = ()
+    expect_result: int = 0
+
+    @property
+    def unexpected_results(self) -> int:
+        """Replies that parsed but whose ``result`` is not ``expect_result``."""
+        return sum(count for result, count in self.results.items() if result != self.expect_result)
 
     @property
     def error_count(self) -> int:
-        return sum(self.errors.values())
+        return sum(self.errors.values()) + self.unexpected_results
 
     @property
     def commands_per_s(self) -> float:
@@ -97,6 +107,8 @@ class BenchResult:
             "latency_ms": self.latency_ms(),
             "errors": dict(sorted(self.errors.items())),
             "error_count": self.error_count,
+            "expect_result": self.expect_result,
+            "unexpected_results": self.unexpected_results,
             "results": {str(result): count for result, count in sorted(self.results.items())},
         }
 
@@ -208,6 +220,7 @@ def run_bench(
     arguments: Any = None,
     timeout: float = DEFAULT_TIMEOUT,
     start_method: Literal["fork", "forkserver", "spawn"] = "fork",
+    expect_result: int = 0,
 ) -> BenchResult:
     """Run ``clients`` closed-loop client processes against ``socket_path`` for ``duration`` seconds.
 
@@ -220,6 +233,7 @@ def run_bench(
         timeout: per-command socket timeout in seconds; a command that exceeds it counts as an error.
         start_method: the multiprocessing start method; ``fork`` starts fastest, use ``forkserver`` or
             ``spawn`` from a process that runs threads.
+        expect_result: the ``result`` a reply must have not to count as an error.
 
     Returns:
         The tallies; ``commands`` counts only replies that parsed.
@@ -301,4 +315,5 @@ def run_bench(
         errors=dict(errors),
         results=dict(results),
         latencies=tuple(sorted(latencies)),
+        expect_result=expect_result,
     )

@@ -142,6 +142,14 @@ def test_directory_without_sockets_reads_as_stopped(sock_dir: Path) -> None:
     assert f"no control sockets in {sock_dir}" in done.stdout
 
 
+def test_cleanup_of_a_directory_without_sockets_is_refused(sock_dir: Path) -> None:
+    (sock_dir / "notes.txt").write_text("nothing here")
+    done = run_cli("cleanup", sock_dir)
+    assert done.returncode == ExitCode.NO_SOCKETS_IN_DIRECTORY
+    assert_one_error_line(done.stderr)
+    assert str(sock_dir) in done.stderr
+
+
 def test_status_fast_path_answers_exactly_as_typer_does(sock_dir: Path) -> None:
     # ``status PATH...`` is dispatched without building the typer app (start-up time); ``--`` makes the
     # same command line go through typer. Both must print the same and exit the same.

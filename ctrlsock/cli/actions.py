@@ -8,6 +8,8 @@ that ``status`` pays neither for the server nor for recovery.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ __all__ = [
     "DEFAULT_STATUS_TIMEOUT",
     "TERMINATE_GRACE",
     "parse_arguments",
+    "read_request",
     "run_bench",
     "run_cleanup",
     "run_send",
@@ -49,31 +52,57 @@ DEFAULT_SEND_TIMEOUT: Final = 10.0
 TERMINATE_GRACE: Final = 5.0
 
 
-def _probe_all(paths: Sequence[Path], timeout: float) -> list[ProbeReport]:
-    """Probe every PATH (directories expanded, each socket once); refuses a directory with no sockets."""
-    from ctrlsock.probe import probe_paths  # noqa: PLC0415  (lazy: status start-up)
+def _probe_all(paths: Sequence[Path], timeout: float, *, empty_directory_ok: bool) -> list[ProbeReport]:
+    """Probe every PATH (directories expanded, each socket once), one report per PATH at least.
+
+    A directory with no socket and no lock file (a cleanly stopped Kea leaves exactly that) reads as
+    ``stopped`` with a note for ``status``; ``cleanup`` refuses it, since a mistyped directory there is
+    more likely than one with nothing to clean.
+    """
+    from ctrlsock.names import lock_path_for  # noqa: PLC0415
+    from ctrlsock.probe import ProbeReport, State, probe_paths  # noqa: PLC0415  (lazy: status start-up)
 
     reports: dict[Path, ProbeReport] = {}
     for path in paths:
         found = probe_paths([path], timeout=timeout)
-        if not found and path.is_dir():
-            raise CliError(
-                f"no sockets or *.lock files in directory {path}; give a socket path instead",
-                exit_code=ExitCode.NO_SOCKETS_IN_DIRECTORY,
-            )
+        if not found and _is_directory(path):
+            if not empty_directory_ok:
+                raise CliError(
+                    f"no sockets or *.lock files in directory {path}; give a socket path instead",
+                    exit_code=ExitCode.NO_SOCKETS_IN_DIRECTORY,
+                )
+            found = [
+                ProbeReport(
+                    socket_path=path,
+                    lock_path=lock_path_for(path),
+                    state=State.STOPPED,
+                    problems=[f"the directory {path} holds no socket and no *.lock file"],
+                )
+            ]
         for report in found:
             reports.setdefault(report.socket_path, report)
     return list(reports.values())
 
 
+def _is_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def run_status(paths: Sequence[Path] | None, *, as_json: bool, timeout: float) -> int:
-    reports = _probe_all(path_arguments(paths), timeout)
+    reports = _probe_all(path_arguments(paths), timeout, empty_directory_ok=True)
     if as_json:
         write_json([report.to_json() for report in reports])
     else:
         paint = Painter.for_stream(sys.stdout)
         write_lines([line for report in reports for line in render_report(report, paint)])
     return status_exit_code([value_of(report, "state") for report in reports])
+
+
+#: The COMMAND that means "read the whole request from standard input", as socat reads it.
+STDIN_REQUEST: Final = "-"
 
 
 def run_send(
@@ -85,23 +114,40 @@ def run_send(
     timeout: float,
     raw: bool,
 ) -> int:
+    """Send one command, or a whole request read from standard input, and print the reply.
+
+    ``send SOCKET -``, or ``send SOCKET`` with standard input not a terminal, reads a request document
+    from standard input, checks it with the server's own framer and rules, and sends it byte for byte,
+    as ``socat UNIX:SOCKET -`` would.
+    """
     import json  # noqa: PLC0415
 
-    from ctrlsock.client import send_raw  # noqa: PLC0415
     from ctrlsock.protocol import JsonFeed, Request, decode_reply, encode_request  # noqa: PLC0415
 
-    if command is None:
-        # ``ctrlsock send COMMAND``: the one positional given is the command, on the default socket. A
-        # lone argument with a slash is a socket whose command was forgotten (no Kea command has one).
-        if socket_path is None or "/" in str(socket_path):
-            raise CliError("missing COMMAND; see 'ctrlsock send --help'", exit_code=ExitCode.USAGE)
+    if command is None and socket_path is not None and not _names_a_socket(socket_path):
+        # ``ctrlsock send COMMAND``: the one positional given is the command, on the default socket.
         command, socket_path = str(socket_path), None
+    if command is None:
+        if socket_path is None or sys.stdin.isatty():
+            raise CliError(
+                "missing COMMAND (or a request on standard input); see 'ctrlsock send --help'",
+                exit_code=ExitCode.USAGE,
+            )
+        command = STDIN_REQUEST
     target = socket_argument(socket_path)
-    arguments = parse_arguments(arguments_text)
-    request = encode_request(
-        Request(command=command, arguments=arguments, service=tuple(services) if services else None)
-    )
-    data = send_raw(target, request, timeout=timeout)
+    if command == STDIN_REQUEST:
+        if arguments_text is not None or services:
+            raise CliError(
+                "--arguments and --service cannot be combined with a request read from standard input",
+                exit_code=ExitCode.USAGE,
+            )
+        request = read_request(sys.stdin.buffer.read())
+    else:
+        arguments = parse_arguments(arguments_text)
+        request = encode_request(
+            Request(command=command, arguments=arguments, service=tuple(services) if services else None)
+        )
+    data = send_checked(target, request, timeout=timeout)
     # A reply may be as large and deep as the server likes: the limits guard servers, not clients.
     feed = JsonFeed(max_size=None, max_depth=None)
     feed.receive_data(data)
@@ -130,6 +176,75 @@ def run_send(
             f"reply result {reply.result} is not a Kea result code (0-5)", exit_code=ExitCode.BAD_REPLY
         )
     return int(reply.result)
+
+
+def _names_a_socket(path: Path) -> bool:
+    """Whether a lone SOCKET-or-COMMAND argument is the socket: it has a slash or names a socket.
+
+    No Kea command has a slash in its name; ``send kea4-ctrl-socket`` run beside the socket is the socket.
+    """
+    if "/" in str(path):
+        return True
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_request(data: bytes) -> bytes:
+    """A request read from standard input, checked as the server will check it; returned unchanged.
+
+    Raises:
+        CliError: no request, an incomplete one, or one the server would refuse (``BAD_ARGUMENTS``).
+    """
+    from ctrlsock.errors import RemoteProtocolError  # noqa: PLC0415
+    from ctrlsock.protocol import JsonFeed, decode_request  # noqa: PLC0415
+
+    source = "the request on standard input"
+    if not data.strip():
+        raise CliError(f"{source} is missing: standard input was empty", exit_code=ExitCode.BAD_ARGUMENTS)
+    feed = JsonFeed()  # the server's own limits: what it would refuse is refused here
+    try:
+        feed.receive_data(data)
+        document = feed.next_document()
+        if document is None:
+            raise CliError(f"{source} is incomplete", exit_code=ExitCode.BAD_ARGUMENTS)
+        decode_request(document)
+    except RemoteProtocolError as error:
+        raise CliError(f"{source} is not valid: {error}", exit_code=ExitCode.BAD_ARGUMENTS) from None
+    return data
+
+
+def send_checked(target: Path, request: bytes, *, timeout: float) -> bytes:
+    """``send_raw``, except that a refusal from a path that is not a socket says so.
+
+    ``connect()`` on a regular file or a directory fails with ``ECONNREFUSED``, the same as on a socket
+    nobody listens on; only the file's type tells the two apart.
+    """
+    from ctrlsock.client import send_raw  # noqa: PLC0415
+    from ctrlsock.errors import ServerRefusedError  # noqa: PLC0415
+
+    try:
+        return send_raw(target, request, timeout=timeout)
+    except ServerRefusedError:
+        kind = _kind_if_not_socket(target)
+        if kind is None:
+            raise
+        raise CliError(f"{target} is {kind}, not a socket", exit_code=ExitCode.NOT_A_SOCKET) from None
+
+
+def _kind_if_not_socket(path: Path) -> str | None:
+    try:
+        mode = os.stat(path).st_mode  # connect() follows symlinks: so does this
+    except OSError:
+        return None
+    if stat.S_ISSOCK(mode):
+        return None
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "a special file"
 
 
 def parse_arguments(text: str | None) -> Any:
@@ -171,18 +286,26 @@ def run_serve(
     allow_gids: Sequence[int],
     log_level: str,
 ) -> int:
+    from ctrlsock.errors import LockError, LockHeldError, ServerError  # noqa: PLC0415
     from ctrlsock.server.daemon import run_daemon  # noqa: PLC0415
 
     target = socket_argument(socket_path, create=socket_path is None)
-    return run_daemon(
-        target,
-        config_file=config_file,
-        mode=mode,
-        group=group,
-        allow_uids=list(allow_uids),
-        allow_gids=list(allow_gids),
-        log_level=log_level,
-    )
+    try:
+        return run_daemon(
+            target,
+            config_file=config_file,
+            mode=mode,
+            group=group,
+            allow_uids=list(allow_uids),
+            allow_gids=list(allow_gids),
+            log_level=log_level,
+        )
+    except LockError as error:
+        if isinstance(error, LockHeldError):
+            raise
+        # A lock file that may not be opened or locked (another user's, a missing directory) stops the
+        # server from starting, like a socket it cannot bind: not the "someone holds it" of LOCK_HELD.
+        raise ServerError(str(error)) from error
 
 
 def run_cleanup(
@@ -199,10 +322,13 @@ def run_cleanup(
     from ctrlsock.recover import cleanup  # noqa: PLC0415
     from ctrlsock.terminate import terminate_holders  # noqa: PLC0415
 
-    sockets = [report.socket_path for report in _probe_all(path_arguments(paths), timeout)]
+    sockets = [
+        report.socket_path for report in _probe_all(path_arguments(paths), timeout, empty_directory_ok=False)
+    ]
     paint = Painter.for_stream(sys.stdout)
     documents: list[dict[str, Any]] = []
     finals: list[str] = []
+    any_refused = False
     for socket_path in sockets:
         terminated: list[Action] = []
         if terminate:
@@ -217,6 +343,7 @@ def run_cleanup(
         actions = [*terminated, *result.actions]
         after = value_of(result, "state_after")
         refused = any(value_of(action, "what") == "refused" for action in actions)
+        any_refused = any_refused or refused
         if dry_run and not refused and after in {"stale", "stuck"} and (after == "stale" or terminated):
             after = "stopped"  # what a real run would leave: judged by the checks the dry run made
         if not as_json:
@@ -236,7 +363,7 @@ def run_cleanup(
         )
     if as_json:
         write_json(documents)
-    return cleanup_exit_code(finals)
+    return cleanup_exit_code(finals, refused=any_refused)
 
 
 def _confirm_termination(report: ProbeReport, *, yes: bool, confirm: Callable[[str], bool] | None) -> None:
@@ -271,9 +398,9 @@ def run_bench(
     command: str,
     arguments_text: str | None,
     as_json: bool,
+    expect_result: int = 0,
 ) -> int:
     from ctrlsock import bench  # noqa: PLC0415
-    from ctrlsock.client import send_raw  # noqa: PLC0415
 
     target = socket_argument(socket_path)
     arguments = parse_arguments(arguments_text)
@@ -281,14 +408,28 @@ def run_bench(
     # One command first, through the client: a missing socket or a refusal gets its own clear error and
     # exit code instead of a run that counts nothing but errors.
     with contextlib.suppress(TruncatedReplyError, BadReplyError, ProtocolError):
-        send_raw(target, request, timeout=bench.DEFAULT_TIMEOUT)  # a bad reply is the run's to count
-    result = bench.run_bench(target, clients=clients, duration=duration, command=command, arguments=arguments)
+        send_checked(target, request, timeout=bench.DEFAULT_TIMEOUT)  # a bad reply is the run's to count
+    result = bench.run_bench(
+        target,
+        clients=clients,
+        duration=duration,
+        command=command,
+        arguments=arguments,
+        expect_result=expect_result,
+    )
     if as_json:
         write_json(result.to_json())
     else:
         write_lines(render_bench(result, Painter.for_stream(sys.stdout)))
     if result.error_count or not result.commands:
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(result.errors.items()))
+        if result.unexpected_results:
+            unexpected = ", ".join(
+                f"result {code} {count}"
+                for code, count in sorted(result.results.items())
+                if code != result.expect_result
+            )
+            kinds = ", ".join(filter(None, [kinds, f"expected result {result.expect_result}: {unexpected}"]))
         raise CliError(
             f"bench: {result.error_count} of {result.error_count + result.commands} commands failed"
             + (f" ({kinds})" if kinds else ""),

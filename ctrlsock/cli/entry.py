@@ -16,10 +16,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ctrlsock.cli.actions import DEFAULT_STATUS_TIMEOUT, run_status
-from ctrlsock.cli.exitcodes import ExitCode, exit_code_for
+from ctrlsock.cli.exitcodes import CliError, ExitCode, exit_code_for
 from ctrlsock.cli.paths import PROG
 from ctrlsock.cli.render import error_line
 from ctrlsock.errors import CtrlSockError
@@ -27,7 +27,42 @@ from ctrlsock.errors import CtrlSockError
 if TYPE_CHECKING:
     import typer
 
-__all__ = ["fast_status", "main", "run"]
+__all__ = ["FLAGS", "check_flag_values", "fast_status", "main", "run"]
+
+#: Each subcommand's flags: options that take no value (tests keep this equal to the typer app's).
+FLAGS: Final[dict[str, frozenset[str]]] = {
+    "serve": frozenset(),
+    "status": frozenset({"--json"}),
+    "cleanup": frozenset({"--dry-run", "--json", "--terminate-holders", "--yes", "-y"}),
+    "send": frozenset({"--raw"}),
+    "bench": frozenset({"--json"}),
+}
+# The words click would read as a boolean: after a flag, almost surely meant as its value.
+_BOOLEAN_WORDS: Final = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
+def check_flag_values(args: Sequence[str]) -> None:
+    """Refuse a flag followed by a boolean word, as in ``status --json true``.
+
+    A flag takes no value, so the word would silently become a PATH (a relative path named ``true``,
+    which is stopped, exit 3). A path of that name is still reachable as ``./true`` or after ``--``.
+
+    Raises:
+        CliError: ``USAGE``.
+    """
+    command_at = next((index for index, arg in enumerate(args) if not arg.startswith("-")), None)
+    if command_at is None:
+        return
+    flags = FLAGS.get(args[command_at], frozenset())
+    for flag, following in zip(args[command_at + 1 :], args[command_at + 2 :], strict=False):
+        if flag == "--":
+            return
+        if flag in flags and following.lower() in _BOOLEAN_WORDS:
+            raise CliError(
+                f"{flag} takes no value, and {following!r} would be read as an argument; "
+                f"leave it out, or write ./{following} for a path of that name",
+                exit_code=ExitCode.USAGE,
+            )
 
 
 def fast_status(args: Sequence[str]) -> int | None:
@@ -65,6 +100,7 @@ def run(args: Sequence[str] | None = None) -> int:
     """Run the command line on ``args`` (default ``sys.argv[1:]``) and return the exit code."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
+        check_flag_values(argv)
         fast = fast_status(argv)
         if fast is not None:
             return fast

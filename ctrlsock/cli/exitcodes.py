@@ -41,7 +41,9 @@ __all__ = [
     "CliError",
     "ExitCode",
     "cleanup_exit_code",
+    "describe",
     "exit_code_for",
+    "markdown_tables",
     "state_codes_text",
     "status_exit_code",
     "worst_state",
@@ -133,7 +135,7 @@ CLEANUP_MEANINGS: Final[dict[ExitCode, str]] = {
     ExitCode.UNKNOWN: "a path's state is unknown",
     ExitCode.STUCK: "refused: stuck",
     ExitCode.FOREIGN: "refused: foreign",
-    ExitCode.STOPPING: "refused: the daemon is stopping",
+    ExitCode.STOPPING: "a daemon is stopping there",
     ExitCode.UNLINKED: "refused: unlinked",
     ExitCode.NOT_A_SOCKET: "refused: not a socket",
 }
@@ -212,25 +214,62 @@ def cleanup_exit_code(final_states: Sequence[str], *, refused: bool = False) -> 
 
     0 only when every path ends ``stopped`` and nothing was refused. A path left in a state that needs a
     human (unknown, stuck, foreign, stopping, unlinked, not-a-socket) gives that state's code; otherwise a
-    refusal gives ``CLEANUP_REFUSED``, a path still stale ``STALE``, and a running daemon
-    ``CLEANUP_RUNNING`` (``running`` is 0 for ``status`` but a refusal here).
+    running daemon gives ``CLEANUP_RUNNING`` (``running`` is 0 for ``status`` but a refusal here), any
+    other refusal ``CLEANUP_REFUSED``, and a path still stale ``STALE``.
     """
     remaining = [state for state in final_states if state != "stopped"]
     serious = [state for state in remaining if state not in {"running", "stale"}]
     if serious:
         return status_exit_code(serious)
+    if "running" in remaining:
+        return ExitCode.CLEANUP_RUNNING
     if refused:
         return ExitCode.CLEANUP_REFUSED
-    if "stale" in remaining:
-        return ExitCode.STALE
     if remaining:
-        return ExitCode.CLEANUP_RUNNING
+        return ExitCode.STALE
     return ExitCode.OK
 
 
 def state_codes_text(states: Sequence[str] = STATE_SEVERITY) -> str:
     """``0 running, 3 stopped, ...``: the state codes in severity order, for help texts."""
     return ", ".join(f"{int(STATE_EXIT[state])} {state}" for state in states)
+
+
+def describe(code: ExitCode) -> str:
+    """One line on what ``code`` means, for the man page."""
+    if code in FAILURE_MEANINGS:
+        return FAILURE_MEANINGS[code]
+    parts = [f"{state}: {STATE_MEANINGS[state]}" for state, value in STATE_EXIT.items() if value == code]
+    if code in CLEANUP_MEANINGS:
+        parts.append(f"cleanup: {CLEANUP_MEANINGS[code]}")
+    if int(code) in SEND_MEANINGS:
+        parts.append(f"send: {SEND_MEANINGS[int(code)]}")
+    return "; ".join(parts)
+
+
+def markdown_tables() -> str:
+    """The README's exit code section: the answers table, the severity order and the failures table."""
+    answers = sorted({*(int(code) for code in STATE_EXIT.values()), *SEND_MEANINGS})
+    lines = [
+        "| code | `status` (worst of several paths) | `cleanup` | `send` |",
+        "|---:|---|---|---|",
+    ]
+    for number in answers:
+        states = [f"{state}: {STATE_MEANINGS[state]}" for state, code in STATE_EXIT.items() if code == number]
+        cleanup = CLEANUP_MEANINGS.get(ExitCode(number), "") if number in set(ExitCode) else ""
+        lines.append(f"| {number} | {'; '.join(states)} | {cleanup} | {SEND_MEANINGS.get(number, '')} |")
+    lines += [
+        "",
+        '"Worst" runs in this order: ' + " < ".join(STATE_SEVERITY) + ".",
+        "",
+        "Any command can also end in one of these failures. Each prints one line, "
+        "`ctrlsock: <what went wrong>`, on stderr:",
+        "",
+        "| code | meaning |",
+        "|---:|---|",
+    ]
+    lines += [f"| {int(code)} | {meaning} |" for code, meaning in sorted(FAILURE_MEANINGS.items())]
+    return "\n".join(lines) + "\n"
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

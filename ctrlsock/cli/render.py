@@ -174,7 +174,10 @@ def render_bench(result: BenchResult, paint: Painter) -> list[str]:
         return "-" if value is None else f"{value:.3f}"
 
     results = "  ".join(f"{code}: {count}" for code, count in sorted(result.results.items())) or "-"
-    errors = ", ".join(f"{kind} {count}" for kind, count in sorted(result.errors.items()))
+    kinds = [f"{kind} {count}" for kind, count in sorted(result.errors.items())]
+    if result.unexpected_results:
+        kinds.append(f"not result {result.expect_result}: {result.unexpected_results}")
+    errors = ", ".join(kinds)
     return [
         f"{paint(escape(result.socket_path), 'bold')}  {escape(result.command)}, {result.clients} clients, "
         f"{result.duration:.2f} s",

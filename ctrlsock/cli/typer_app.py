@@ -75,9 +75,13 @@ _CLEANUP_HELP: Final = (
     "refused and its holders named, unless --terminate-holders is given: then, after confirmation or "
     f"--yes, they get SIGTERM, then SIGKILL if still alive after {TERMINATE_GRACE:g} s, and the path is "
     "cleaned.\n\n"
-    f"Exit code: 0 when every path ends stopped; otherwise that of the worst state left "
-    f"({state_codes_text(('stale', 'unknown', 'stuck', 'foreign'))}), "
-    f"{int(ExitCode.CLEANUP_RUNNING)} when a daemon is running there."
+    "Whatever it refuses, it says why.\n\n"
+    "Exit code: 0 when every path ends stopped and nothing was refused; otherwise that of the worst "
+    "state left that needs a human "
+    f"({state_codes_text(('unknown', 'stopping', 'not-a-socket', 'foreign', 'unlinked', 'stuck'))}), "
+    f"else {int(ExitCode.CLEANUP_RUNNING)} when a daemon is running there, "
+    f"{int(ExitCode.CLEANUP_REFUSED)} when something else was refused, {int(ExitCode.STALE)} when a path "
+    "is still stale."
 )
 
 _CLEANUP_EPILOG: Final = """Examples:
@@ -91,13 +95,17 @@ _CLEANUP_EPILOG: Final = """Examples:
 
 _SEND_HELP: Final = (
     "Send one command and print the reply as indented JSON.\n\n"
-    "A drop-in for `socat UNIX:PATH -,ignoreeof` and kea-shell on a unix socket. With one positional "
-    "argument it is the COMMAND, sent to the default socket.\n\n"
+    "A drop-in for `socat UNIX:PATH -,ignoreeof` and kea-shell on a unix socket: with COMMAND `-`, or "
+    "with no COMMAND while standard input is not a terminal, a whole request is read from standard "
+    "input, checked as the server will check it, and sent as it is. With one positional argument that "
+    "has no slash and names no socket, that argument is the COMMAND, sent to the default socket.\n\n"
     "Exit code: the reply's result (0 success, 1 error, 2 unsupported, 3 empty, 4 conflict, 5 fatal), "
     f"or: {int(ExitCode.NO_SUCH_SOCKET)} no such socket, {int(ExitCode.REFUSED)} connection refused, "
+    f"{int(ExitCode.NOT_A_SOCKET)} not a socket, "
     f"{int(ExitCode.PERMISSION_DENIED)} permission denied, {int(ExitCode.TIMEOUT)} timeout, "
     f"{int(ExitCode.TRUNCATED_REPLY)} truncated reply, {int(ExitCode.BAD_REPLY)} unparsable reply, "
-    f"{int(ExitCode.BAD_ARGUMENTS)} bad --arguments, {int(ExitCode.PATH_TOO_LONG)} socket path too long."
+    f"{int(ExitCode.BAD_ARGUMENTS)} bad --arguments or request, "
+    f"{int(ExitCode.PATH_TOO_LONG)} socket path too long."
 )
 
 _SEND_EPILOG: Final = """Examples:
@@ -109,6 +117,8 @@ _SEND_EPILOG: Final = """Examples:
   ctrlsock send SOCKET config-set --arguments @new-config.json
 
   echo '{"remove": true}' | ctrlsock send SOCKET lease4-del --arguments -
+
+  echo '{"command": "version-get"}' | ctrlsock send SOCKET   # a whole request, as socat sends it
 
   ctrlsock send --raw SOCKET version-get   # the exact bytes the server sent
 """
@@ -137,6 +147,7 @@ _BENCH_HELP: Final = (
     "EOF, close.\n\n"
     "Prints commands per second, latency p50/p90/p99/max and errors; every reply is parsed. Works "
     "against ctrlsock and Kea sockets alike. "
+    "A reply whose result is not the expected one (0 unless --expect-result N) counts as an error. "
     f"Exit code 0, or {int(ExitCode.BENCH_ERRORS)} when any command failed."
 )
 
@@ -274,7 +285,10 @@ def _send_command(  # noqa: PLR0917  (typer maps each parameter to an option)
         ),
     ] = None,
     command: Annotated[
-        str | None, typer.Argument(metavar="COMMAND", help="The command, e.g. list-commands.")
+        str | None,
+        typer.Argument(
+            metavar="COMMAND", help="The command, e.g. list-commands; - reads a whole request from stdin."
+        ),
     ] = None,
     arguments: Annotated[
         str | None,
@@ -370,6 +384,14 @@ def _bench_command(  # noqa: PLR0917  (typer maps each parameter to an option)
         str | None, typer.Option("--arguments", "-a", metavar="JSON|@FILE|-", help="The command's arguments.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    expect_result: Annotated[
+        int,
+        typer.Option(
+            "--expect-result",
+            metavar="N",
+            help="The result a reply must have; any other counts as an error.",
+        ),
+    ] = 0,
 ) -> int:
     return run_bench(
         socket_path,
@@ -378,6 +400,7 @@ def _bench_command(  # noqa: PLR0917  (typer maps each parameter to an option)
         command=command,
         arguments_text=arguments,
         as_json=as_json,
+        expect_result=expect_result,
     )
 
 

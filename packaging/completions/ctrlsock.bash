@@ -50,7 +50,7 @@ _ctrlsock() {
                 status) value_options='--timeout' ;;
                 cleanup) value_options='' ;;
                 send) value_options='-a|--arguments|--service|--timeout' ;;
-                bench) value_options='-n|--clients|--duration|--command|-a|--arguments' ;;
+                bench) value_options='-n|--clients|--duration|--command|-a|--arguments|--expect-result' ;;
             esac
         else
             ((positional++))
@@ -118,8 +118,9 @@ _ctrlsock() {
                 --duration) _ctrlsock_value none; return ;;
                 --command) _ctrlsock_value none; return ;;
                 -a|--arguments) _ctrlsock_value none; return ;;
+                --expect-result) _ctrlsock_value none; return ;;
             esac
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-n --clients --duration --command -a --arguments --json -h --help" -- "$cur"))
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-n --clients --duration --command -a --arguments --json --expect-result -h --help" -- "$cur"))
             else
                 case "$positional" in
                     0) _ctrlsock_value file ;;

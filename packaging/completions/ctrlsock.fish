@@ -46,5 +46,6 @@ complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l duration -x -d 'H
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l command -x -d 'The command to send.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -s a -l arguments -x -d 'The command\'s arguments.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l json -d 'Print the figures as JSON.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l expect-result -x -d 'The result a reply must have; any other counts as an error.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -s h -l help -d 'Show this message and exit.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -F
