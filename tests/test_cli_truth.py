@@ -138,7 +138,7 @@ def test_status_of_a_socket_and_an_empty_directory_reports_both(sock_dir: Path) 
         assert done.stderr == ""
         assert f"{sock_dir / 'a.sock'}  running" in done.stdout
         assert f"{empty}  stopped" in done.stdout
-        assert "holds no socket" in done.stdout
+        assert done.stdout.splitlines()[-1].startswith("    ! ")  # a note says why it is stopped
 
         done = run_cli("status", "--json", sock_dir / "a.sock", empty)
         assert done.returncode == ExitCode.STOPPED
@@ -148,6 +148,14 @@ def test_status_of_a_socket_and_an_empty_directory_reports_both(sock_dir: Path) 
         (str(empty), "stopped"),
     ]
     assert reports[1]["problems"]
+
+
+def test_status_of_a_missing_directory_says_so(sock_dir: Path) -> None:
+    done = run_cli("status", sock_dir / "nonexistent" / "nope.sock")
+    assert done.returncode == ExitCode.STOPPED
+    head, *notes = done.stdout.splitlines()
+    assert head.endswith("stopped")
+    assert any("does not exist" in note and "nonexistent" in note for note in notes), done.stdout
 
 
 # --- foreign, not-a-socket -----------------------------------------------------------------------------
@@ -327,6 +335,19 @@ def test_cleanup_that_refuses_exits_non_zero_and_says_why(sock_dir: Path) -> Non
     assert done.returncode == ExitCode.CLEANUP_REFUSED
     (document,) = json.loads(done.stdout)
     assert [action["what"] for action in document["actions"]] == ["refused"]
+
+
+def test_cleanup_json_names_the_pid_an_action_is_about(sock_dir: Path) -> None:
+    sock_path = sock_dir / "ctrl.sock"
+    with serving(sock_path) as server:
+        server.kill()
+        pid = server.pid
+    done = run_cli("cleanup", "--json", sock_path)
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    (document,) = json.loads(done.stdout)
+    about_pid = [action for action in document["actions"] if f"pid {pid}" in action["reason"]]
+    assert about_pid, document
+    assert all(action["pid"] == pid for action in about_pid)
 
 
 # --- send: a drop-in for socat ---------------------------------------------------------------------------

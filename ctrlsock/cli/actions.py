@@ -65,13 +65,16 @@ def _probe_all(paths: Sequence[Path], timeout: float, *, empty_directory_ok: boo
     reports: dict[Path, ProbeReport] = {}
     for path in paths:
         found = probe_paths([path], timeout=timeout)
-        if not found and _is_directory(path):
+        # The probe reports an empty directory as the directory itself (or not at all).
+        if _is_directory(path) and all(
+            report.socket_path == path and report.state == State.STOPPED for report in found
+        ):
             if not empty_directory_ok:
                 raise CliError(
                     f"no sockets or *.lock files in directory {path}; give a socket path instead",
                     exit_code=ExitCode.NO_SOCKETS_IN_DIRECTORY,
                 )
-            found = [
+            found = found or [
                 ProbeReport(
                     socket_path=path,
                     lock_path=lock_path_for(path),
