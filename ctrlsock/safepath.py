@@ -244,13 +244,17 @@ class SafeDirectory:
         """``flock(LOCK_EX | LOCK_NB)`` on the file ``name`` (created 0600 if missing); None on contention.
 
         Nothing is written: whoever needs the file's content judges it through the returned descriptor,
-        which is the only one on its open file, so closing it releases the lock.
+        which is the only one on its open file, so closing it releases the lock. A file root creates in
+        another user's directory is given to that user: the daemon that lives there must be able to open it
+        later, and a lock file is never unlinked to make room for its own.
         """
         flags = os.O_RDWR | os.O_NONBLOCK
         try:
             fd = self.open(name, flags)
         except FileNotFoundError:
             fd = self.open(name, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            if os.geteuid() == 0 and self.stat.st_uid != 0:
+                os.fchown(fd, self.stat.st_uid, self.stat.st_gid)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # A file unlinked or replaced between our open and our flock is not the lock others will take.

@@ -164,3 +164,17 @@ def test_action_words_are_one_vocabulary(sock_path: Path) -> None:
     assert action.what is ActionKind.WOULD_REMOVE
     assert action.to_json()["what"] == "would remove"
     assert {kind.value for kind in ActionKind} >= {"removed", "cleared", "refused", "kept", "terminated"}
+
+
+def test_a_lock_file_root_creates_in_a_users_directory_belongs_to_that_user(nobody_dir: Path) -> None:
+    # The user's daemon must be able to open it later; lock files are never unlinked to make room.
+    os.chown(nobody_dir, 65534, 65534)
+    sock_path = nobody_dir / "ctrl.sock"
+    leave_orphaned_socket(sock_path)
+    os.chown(sock_path, 65534, 65534)
+
+    result = cleanup(sock_path, timeout=TIMEOUT)
+
+    assert [a.what for a in result.actions] == [ActionKind.REMOVED]
+    st = os.stat(lock_path_for(sock_path))
+    assert (st.st_uid, st.st_gid, st.st_size) == (65534, 65534, 0)
