@@ -21,7 +21,7 @@ import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from ctrlsock.client import (
     DEFAULT_TIMEOUT,
@@ -47,7 +47,7 @@ _CONNECT_RETRY_MAX: Final = 0.05
 async def send_command_async(
     socket_path: Path | str,
     command: str,
-    arguments: Any = None,
+    arguments: object = None,
     *,
     service: Sequence[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
@@ -60,7 +60,8 @@ async def send_command_async(
     Args:
         socket_path: The control socket.
         command: The command name, e.g. ``"version-get"``.
-        arguments: Any JSON-serializable value, left out when ``None``.
+        arguments: Any value JSON can encode (else :class:`~ctrlsock.errors.LocalProtocolError`), left
+            out when ``None``; typed ``object`` so that a literal passed here keeps its own type.
         service: The ``service`` list (as kea-ctrl-agent sends it), left out when ``None``.
         timeout: Seconds for the whole exchange: connect, send, and the complete reply.
         connect_timeout: Seconds to wait for the connection to be accepted into the server's backlog;

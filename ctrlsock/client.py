@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from ctrlsock.errors import (
     MAX_SOCKET_PATH,
@@ -78,7 +78,7 @@ _PHRASES: Final = {
 def send_command(
     socket_path: Path | str,
     command: str,
-    arguments: Any = None,
+    arguments: object = None,
     *,
     service: Sequence[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
@@ -89,7 +89,8 @@ def send_command(
     Args:
         socket_path: The control socket.
         command: The command name, e.g. ``"version-get"``.
-        arguments: Any JSON-serializable value, left out when ``None``.
+        arguments: Any value JSON can encode (else :class:`~ctrlsock.errors.LocalProtocolError`), left
+            out when ``None``; typed ``object`` so that a literal passed here keeps its own type.
         service: The ``service`` list (as kea-ctrl-agent sends it), left out when ``None``.
         timeout: Seconds for the whole exchange: connect, send, and the complete reply.
         connect_timeout: Seconds to wait for the connection to be accepted into the server's backlog;
@@ -128,7 +129,7 @@ def send_raw(
     return _exchange(Path(socket_path), request, timeout, connect_timeout).raw
 
 
-def encode_command(command: str, arguments: Any, service: Sequence[str] | None) -> bytes:
+def encode_command(command: str, arguments: object, service: Sequence[str] | None) -> bytes:
     """The request document for ``command`` (``service`` copied into a tuple)."""
     return encode_request(Request(command, arguments, tuple(service) if service is not None else None))
 

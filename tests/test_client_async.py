@@ -26,6 +26,7 @@ from ctrlsock.errors import (
     BadReplyError,
     ClientTimeoutError,
     CtrlSockError,
+    LocalProtocolError,
     ReplyError,
     ServerRefusedError,
     SocketNotFoundError,
@@ -188,6 +189,14 @@ def test_missing_socket_and_missing_directory(sock_dir: Path) -> None:
         result = both(path)
         assert result == (SocketNotFoundError, f"no socket at {path}", path, None)
     assert issubclass(SocketNotFoundError, FileNotFoundError)
+
+
+def test_arguments_json_cannot_encode_are_refused_before_connecting(sock_path: Path) -> None:
+    # The socket does not even exist: encoding comes first, and its error is ours, not the server's.
+    result = both(sock_path, "x", arguments={"when": {1, 2}})
+    assert error_of(result) is LocalProtocolError
+    assert isinstance(result, tuple)
+    assert result[1].startswith("cannot encode as JSON: ")
 
 
 def test_refused_by_a_socket_nobody_listens_on(sock_path: Path) -> None:

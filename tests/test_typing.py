@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -136,19 +135,21 @@ SAMPLES = {
 }
 
 
-@pytest.fixture(scope="module")
-def mypy_errors() -> Iterator[dict[str, list[str]]]:
-    """Run ``mypy --strict`` once over every sample; the error lines of each, keyed by file name."""
+def run_mypy(samples: dict[str, str], *options: str) -> dict[str, list[str]]:
+    """``mypy --strict`` over ``samples`` (name -> text); the error lines of each, keyed by file name.
+
+    Files of the package itself appear only if mypy reported errors in them.
+    """
     directory = Path(tempfile.mkdtemp(prefix="cs-mypy-", dir="/tmp"))
     try:
-        for name, text in SAMPLES.items():
+        for name, text in samples.items():
             (directory / name).write_text(textwrap.dedent(text).lstrip())
         # The worktree's package, not an installed copy; no project configuration from the current directory.
         env = dict(os.environ, MYPYPATH=str(REPO_DIR), PYTHONPATH=str(REPO_DIR))
         done = subprocess.run(
             [
                 *(sys.executable, "-m", "mypy", "--strict", "--python-version", "3.11", "--no-color-output"),
-                *("--cache-dir", str(directory / ".mypy_cache"), *sorted(SAMPLES)),
+                *("--cache-dir", str(directory / ".mypy_cache"), *options, *sorted(samples)),
             ],
             cwd=directory,
             env=env,
@@ -157,15 +158,21 @@ def mypy_errors() -> Iterator[dict[str, list[str]]]:
             timeout=600,
             check=False,
         )
-        assert done.returncode in (0, 1), done.stdout + done.stderr
-        errors: dict[str, list[str]] = {name: [] for name in SAMPLES}
-        for line in done.stdout.splitlines():
-            match = re.match(r"([\w./-]+\.py):(\d+): error: (.*)", line)
-            if match:
-                errors.setdefault(match[1], []).append(f"{match[2]}: {match[3]}")
-        yield errors
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    errors: dict[str, list[str]] = {name: [] for name in samples}
+    for line in done.stdout.splitlines():
+        match = re.match(r"([\w./-]+\.py):(\d+): error: (.*)", line)
+        if match:
+            errors.setdefault(match[1], []).append(f"{match[2]}: {match[3]}")
+    return errors
+
+
+@pytest.fixture(scope="module")
+def mypy_errors() -> dict[str, list[str]]:
+    """Every sample above, checked in one run of ``mypy --strict``."""
+    return run_mypy(SAMPLES)
 
 
 def test_a_correct_daemon_passes_mypy_strict(mypy_errors: dict[str, list[str]]) -> None:
@@ -207,3 +214,38 @@ def test_a_handler_returning_what_no_reply_can_hold_names_the_return_type(
     assert mypy_errors["handler_returning_a_number.py"] == [
         '8: Value of type variable "HandlerReturn" of function cannot be "int"  [type-var]'
     ]
+
+
+MONITOR = """
+    import asyncio
+    from pathlib import Path
+
+    from ctrlsock import ClientError, Reply, ReplyError, send_command, send_command_async
+
+
+    def pid(path: Path) -> int | None:
+        try:
+            reply = send_command(path, "status-get", {"verbose": [1, "two"]}).raise_for_result()
+        except ReplyError as error:
+            print(error.reply.result, error.reply.text, error.reply.arguments)
+            return None
+        except ClientError as error:
+            print(error.path, error)
+            return None
+        if isinstance(reply.arguments, dict):
+            value = reply.arguments.get("pid")
+            if isinstance(value, int):
+                return value
+        return None
+
+
+    async def versions(paths: list[Path]) -> list[str]:
+        replies: list[Reply] = await asyncio.gather(*(send_command_async(p, "version-get") for p in paths))
+        return [reply.text for reply in replies if reply.ok]
+"""
+
+
+def test_a_monitoring_client_has_no_any_expressions() -> None:
+    # --disallow-any-expr reports every expression typed Any: replies, arguments and errors have real types.
+    errors = run_mypy({"monitor.py": MONITOR}, "--disallow-any-expr")
+    assert errors["monitor.py"] == []
