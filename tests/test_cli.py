@@ -1,6 +1,6 @@
 """The ``ctrlsock`` command line, run as a real subprocess against real daemons, sockets and files.
 
-Exit codes and option names are a contract scripts depend on (issue 4); these tests pin them.
+Exit codes and option names are a contract scripts depend on; these tests pin them.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def reply_server(sock_dir: Path) -> Iterator[Callable[[str], Path]]:
 
 
 def test_exit_code_table_is_the_documented_contract() -> None:
-    # Scripts and monitoring depend on these numbers (issue 4): changing one is a breaking change.
+    # Scripts and monitoring depend on these numbers: changing one is a breaking change.
     assert {code.name: code.value for code in ExitCode} == {
         "OK": 0,
         "STALE": 1,

@@ -23,6 +23,7 @@ import pytest
 from ctrlsock import HolderRecord
 from ctrlsock.cli import ExitCode
 from tests.children.cli_support import cli_env, run_cli, serving, start_child_until_ready
+from tests.kea import KeaDaemon
 from tests.support import REPO_DIR, stop_child
 
 # What a hostile program name or file name would do to a terminal: clear it, move the cursor, then
@@ -394,8 +395,8 @@ def test_send_refuses_a_bad_stdin_request_before_connecting(
     assert words in done.stderr
 
 
-def test_send_reads_stdin_from_kea(kea_daemon: object) -> None:
-    socket_path = kea_daemon.socket_path  # type: ignore[attr-defined]
+def test_send_reads_stdin_from_kea(kea_daemon: KeaDaemon) -> None:
+    socket_path = kea_daemon.socket_path
     for args in (("send", socket_path), ("send", socket_path, "-")):
         done = run_cli(*args, input='{"command": "version-get"}')
         assert done.returncode == 0, done.stderr
