@@ -132,9 +132,13 @@ def test_cleanup_in_a_world_writable_directory_is_refused(sock_dir: Path, leftov
     before = fingerprint(sock_path if sock_path.exists() else lock_path_for(sock_path))
 
     result = cleanup(sock_path, timeout=TIMEOUT)
+    done = run_cli("cleanup", "--json", sock_path)
 
     assert result.refused
     assert "writable by others (mode 0777) without the sticky bit" in result.actions[0].reason
+    assert done.returncode != 0, done.stdout
+    [document] = json.loads(done.stdout)
+    assert [a["what"] for a in document["actions"]] == ["refused"]
     assert fingerprint(sock_path if sock_path.exists() else lock_path_for(sock_path)) == before
 
 
