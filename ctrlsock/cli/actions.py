@@ -373,7 +373,8 @@ def _confirm_termination(report: ProbeReport, *, yes: bool, confirm: Callable[[s
     if yes:
         return
     victims = ", ".join(f"pid {holder.pid} ({holder.program or '?'})" for holder in report.lock_holders)
-    question = f"Terminate {victims}, which keep the lock of {report.socket_path}?"
+    # The question goes to the terminal as it is: escape what a record or a file name may carry.
+    question = escape(f"Terminate {victims}, which keep the lock of {report.socket_path}?")
     if confirm is None or not sys.stdin.isatty():
         raise CliError(
             f"not terminating {victims} without confirmation: standard input is not a terminal; add --yes",
