@@ -105,7 +105,9 @@ if not TYPE_CHECKING:
         def __setattr__(self, name: str, value: object) -> None:
             # Loading the submodule ctrlsock.probe binds it as this package's attribute "probe", which
             # would hide the function ctrlsock.probe() for good (its module __getattr__ is then never
-            # asked): keep the exported function instead. `from ctrlsock.probe import X` is unaffected.
+            # asked): keep the exported function instead. `from ctrlsock.probe import X` and
+            # `from ctrlsock.probe import evidence` still work; `import ctrlsock.probe.evidence as e` cannot,
+            # as it reads the package attribute.
             if (
                 isinstance(value, types.ModuleType)
                 and value.__name__ == f"{__name__}.{name}"
