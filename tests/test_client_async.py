@@ -240,6 +240,13 @@ def test_bad_reply(peer: Callable[[str], tuple[Child, Path]], mode: str) -> None
     assert result[1].startswith(f"bad reply from {path}: ")
 
 
+def test_a_reply_sent_before_the_request_is_finished_is_still_read(
+    peer: Callable[[str], tuple[Child, Path]],
+) -> None:
+    _, path = peer("early")
+    assert both(path, "config-set", arguments="y" * (16 * 1024 * 1024)) == Reply(1, "command too large")
+
+
 def test_send_raw_async_passes_complete_non_replies_through(
     peer: Callable[[str], tuple[Child, Path]],
 ) -> None:

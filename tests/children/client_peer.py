@@ -6,6 +6,8 @@ MODE is one of:
   ``garbage``   read the request, send ``hello, not json``, close
   ``not-reply`` read the request, send ``{"x":1}`` (JSON, but no ``result``), close
   ``partial``   read the request, send ``{"result":0,`` and keep the connection open
+  ``early``     read 1 KiB of the request, answer ``{"result":1,"text":"command too large"}`` and close, as
+                a server refusing an oversized request does while its client is still sending
   ``hold``      read the request, print ``request``, wait until the client closes the connection, print
                 ``closed`` (the client shut its sending side after the request, so EOF alone does not
                 tell; a full close does: the connection then polls as hung up)
@@ -38,6 +40,10 @@ def read_request(connection: socket.socket) -> bytes:
 def serve_one(connection: socket.socket, mode: str) -> None:
     with connection:
         try:
+            if mode == "early":
+                connection.recv(1024)
+                connection.sendall(b'{"result":1,"text":"command too large"}')
+                return
             read_request(connection)
             if mode == "truncate":
                 connection.sendall(REPLY[:40])
