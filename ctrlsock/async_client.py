@@ -127,13 +127,10 @@ async def _exchange(path: Path, request: bytes, timeout: float, connect_timeout:
                         return reader
     except ClientError:
         raise
-    except TimeoutError as error:
-        if stage is Stage.RECEIVE and reader.complete:
+    except OSError as error:
+        if isinstance(error, TimeoutError) and reader.complete:
             # A complete reply, but the server kept the connection open: good enough.
             return reader
-        seconds = connect_seconds if stage is Stage.CONNECT else timeout
-        raise translate_os_error(error, path, stage, seconds, reader.received) from error
-    except OSError as error:
         seconds = connect_seconds if stage is Stage.CONNECT else timeout
         raise translate_os_error(error, path, stage, seconds, reader.received) from error
 

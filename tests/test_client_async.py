@@ -254,6 +254,13 @@ def test_send_raw_async_passes_complete_non_replies_through(
     assert asyncio.run(send_raw_async(path, b'{"command":"x"}')) == b'{"x":1}'
 
 
+def test_a_complete_reply_counts_when_the_server_keeps_the_connection_open(
+    peer: Callable[[str], tuple[Child, Path]],
+) -> None:
+    _, path = peer("linger")
+    assert both(path, timeout=0.3) == Reply(0, "lingering")
+
+
 def test_timeout_in_the_middle_of_a_reply_names_the_bytes(peer: Callable[[str], tuple[Child, Path]]) -> None:
     _, path = peer("partial")
     result = both(path, timeout=0.3)

@@ -5,6 +5,7 @@ MODE is one of:
   ``truncate``  read the request, send the first 40 bytes of a longer reply, close
   ``garbage``   read the request, send ``hello, not json``, close
   ``not-reply`` read the request, send ``{"x":1}`` (JSON, but no ``result``), close
+  ``linger``    read the request, send a complete reply and keep the connection open
   ``partial``   read the request, send ``{"result":0,`` and keep the connection open
   ``early``     read 1 KiB of the request, answer ``{"result":1,"text":"command too large"}`` and close, as
                 a server refusing an oversized request does while its client is still sending
@@ -51,6 +52,9 @@ def serve_one(connection: socket.socket, mode: str) -> None:
                 connection.sendall(b"hello, not json")
             elif mode == "not-reply":
                 connection.sendall(b'{"x":1}')
+            elif mode == "linger":
+                connection.sendall(b'{"result":0,"text":"lingering"}')
+                threading.Event().wait()
             elif mode == "partial":
                 connection.sendall(b'{"result":0,')
                 threading.Event().wait()
