@@ -402,8 +402,8 @@ def test_real_kea_answers_many_concurrent_async_calls(kea_daemon: KeaDaemon) -> 
         return await asyncio.gather(*(send_command_async(path, "list-commands") for _ in range(50)))
 
     replies = asyncio.run(scenario())
-    assert len({reply for reply in map(repr, replies)}) == 1
-    assert all(reply.ok for reply in replies)
+    assert replies[0].ok
+    assert all(reply == replies[0] for reply in replies)
 
 
 @pytest.mark.kea
@@ -442,3 +442,17 @@ def test_readme_client_example_reports_a_missing_socket(sock_path: Path) -> None
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_DIR, check=True
     )
     assert done.stdout == f"unreachable: no socket at {sock_path}\n"
+
+
+@pytest.mark.kea
+def test_real_kea_killed_leaves_a_socket_both_clients_call_refused(kea_daemon: KeaDaemon) -> None:
+    path = kea_daemon.socket_path
+    kea_daemon.kill()
+    assert path.exists()  # SIGKILL leaves Kea's socket file behind
+    result = both(path)
+    assert result == (
+        ServerRefusedError,
+        f"connection refused: nothing accepts connections on {path}",
+        path,
+        None,
+    )
