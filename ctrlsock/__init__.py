@@ -101,6 +101,10 @@ if not TYPE_CHECKING:
         globals()[name] = value
         return value
 
+    def __dir__() -> list[str]:
+        # Interactive completion and help() list the lazy names too, before their first use.
+        return sorted(set(globals()) | set(__all__))
+
     class _Package(types.ModuleType):
         def __setattr__(self, name: str, value: object) -> None:
             # Loading the submodule ctrlsock.probe binds it as this package's attribute "probe", which

@@ -116,3 +116,12 @@ def test_the_function_probe_stays_the_function_after_its_module_is_imported() ->
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "True", "running"]
+
+
+def test_dir_lists_the_lazy_names_before_their_first_use() -> None:
+    code = (
+        "import ctrlsock\n"
+        "print(sorted(set(ctrlsock.__all__) - set(dir(ctrlsock))), 'ControlServer' in vars(ctrlsock))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]", "False"]
