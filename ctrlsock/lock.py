@@ -60,6 +60,7 @@ from ctrlsock.record import (
     RECORD_VERSION,
     HolderRecord,
     RecordVerdict,
+    is_holder_record,
     judge_record,
     read_record,
 )
@@ -96,6 +97,14 @@ _MAX_ATTEMPTS: Final = 8
 
 class _PathReplacedError(Exception):
     """The lock path no longer names the inode we locked; take it again."""
+
+
+class _ForeignFileError(Exception):
+    """The lock file holds something other than a holder record: another program's file."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 class LockIntegrity(StrEnum):
@@ -335,6 +344,12 @@ def _attempt(socket_path: Path, lock_path: Path, program: str | None) -> SocketL
         # path: after winning, the path must still name the locked inode, else take it again.
         if locked.st_nlink == 0 or (named.st_dev, named.st_ino) != (locked.st_dev, locked.st_ino):
             raise _PathReplacedError
+        # Only an empty file (Kea's) or our own record may be overwritten: Cargo.lock, yarn.lock or a data
+        # file whose name happens to end in .lock is never written.
+        if locked.st_size and (
+            locked.st_size > MAX_RECORD_SIZE or not is_holder_record(os.pread(fd, locked.st_size, 0))
+        ):
+            raise _ForeignFileError(locked.st_size)
         record = HolderRecord.for_current_process(socket_path, program)
         _write_record(fd, record.encode())
         taken.append((fd, record))
@@ -358,6 +373,12 @@ def _attempt(socket_path: Path, lock_path: Path, program: str | None) -> SocketL
         return None
     except _PathReplacedError:
         return None
+    except _ForeignFileError as error:
+        raise UnsafePathError(
+            lock_path,
+            f"it holds {error.size} bytes that are not a ctrlsock holder record: another program's file, "
+            "which ctrlsock never writes",
+        ) from None
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise UnsafePathError(lock_path, "the lock file is a symlink; refusing to follow it") from error
@@ -431,7 +452,8 @@ def take_lock(socket_path: Path, *, program: str | None = None) -> SocketLock:
         LockHeldError: another process holds it; the message names every holder found through the
             kernel and whether each is alive, and what the record says, e.g. ``cannot lock socket
             lockfile, /run/x/ctrl.sock.lock: held by pid 4242 (mydaemon, running since 2026-11-22 09:14)``.
-        UnsafePathError: the lock path is a symlink or not a regular file.
+        UnsafePathError: the lock path is a symlink or not a regular file, or the file holds something
+            other than a holder record (another program's file, never written).
         LockError: the directory is missing, or the file cannot be opened or locked.
     """
     taken = _take(socket_path, program, explain=True)

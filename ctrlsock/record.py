@@ -30,6 +30,7 @@ __all__ = [
     "HolderRecord",
     "RecordStatus",
     "RecordVerdict",
+    "is_holder_record",
     "judge_record",
     "read_record",
 ]
@@ -189,6 +190,18 @@ def _float_field(document: dict[str, Any], key: str) -> float:
             if math.isfinite(result):
                 return result
     return 0.0
+
+
+def is_holder_record(data: bytes) -> bool:
+    """Whether a lock file's bytes are a record ctrlsock wrote (version 1 or later): proof the file is ours.
+
+    A bare decimal pid (version 0) is what any pid file holds, and proves nothing. Only a file that is empty
+    (Kea's) or holds such a record may ever be written by ctrlsock.
+    """
+    if len(data) > MAX_RECORD_SIZE:
+        return False
+    record = HolderRecord.decode(data)
+    return record is not None and record.version >= 1
 
 
 def read_record(lock_path: Path) -> HolderRecord | None:

@@ -35,10 +35,11 @@ from typing import Any, Final
 
 from ctrlsock.errors import RecoveryError, UnsafePathError
 from ctrlsock.holder_words import who as holder_who
-from ctrlsock.lock import MAX_RECORD_SIZE, HolderRecord, SocketLock
+from ctrlsock.lock import SocketLock
 from ctrlsock.names import lock_path_for, socket_name_for_bind
 from ctrlsock.probe import ProbeReport, State, probe
 from ctrlsock.procfs import HOW_INHERITED, HOW_LOCKER, find_lock_holders
+from ctrlsock.record import MAX_RECORD_SIZE, HolderRecord, is_holder_record
 from ctrlsock.safepath import (
     ConnectOutcome,
     SafeDirectory,
@@ -241,9 +242,9 @@ def _judge_lock_content(fd: int) -> _LockFile:
         return _LockFile(_LockContent.EMPTY, 0, nlink=st.st_nlink)
     if st.st_size > MAX_RECORD_SIZE:  # a record is a few hundred bytes; never read a big file
         return _LockFile(_LockContent.FOREIGN, st.st_size, nlink=st.st_nlink)
-    record = HolderRecord.decode(os.pread(fd, MAX_RECORD_SIZE + 1, 0))
-    # Version 0 is a bare decimal pid, which any pid file holds: not proof the file is ours.
-    if record is None or record.version < 1:
+    data = os.pread(fd, MAX_RECORD_SIZE + 1, 0)
+    record = HolderRecord.decode(data)
+    if record is None or not is_holder_record(data):
         return _LockFile(_LockContent.FOREIGN, st.st_size, nlink=st.st_nlink)
     return _LockFile(_LockContent.RECORD, st.st_size, record, st.st_nlink)
 

@@ -116,7 +116,7 @@ def test_second_taker_in_the_same_process_is_refused(sock_path: Path) -> None:
 
 def test_a_longer_crashed_record_is_overwritten_then_truncated(sock_path: Path) -> None:
     lock_path = lock_path_for(sock_path)
-    lock_path.write_bytes(b"x" * 10_000)
+    lock_path.write_bytes(HolderRecord(version=1, pid=2**22, program="x" * 10_000).encode())
     with take_lock(sock_path) as lock:
         assert lock_path.read_bytes() == lock.record.encode()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ctrlsock.errors import UnsafePathError
 from ctrlsock.lock import lock_path_for, take_lock
 from ctrlsock.probe import State, probe_paths
 from ctrlsock.recover import ActionKind, cleanup
@@ -182,3 +183,23 @@ def test_a_lock_file_root_creates_in_a_users_directory_belongs_to_that_user(nobo
     assert [a.what for a in result.actions] == [ActionKind.REMOVED]
     st = os.stat(lock_path_for(sock_path))
     assert (st.st_uid, st.st_gid, st.st_size) == (65534, 65534, 0)
+
+
+@pytest.mark.parametrize("name", CANARIES)
+def test_taking_the_lock_never_writes_a_foreign_lock_file(sock_dir: Path, name: str) -> None:
+    canaries = make_foreign_locks(sock_dir)
+    before = fingerprints(canaries)
+    socket_path = sock_dir / name.removesuffix(".lock")
+    with pytest.raises(UnsafePathError, match="not a ctrlsock holder record"):
+        take_lock(socket_path)
+    assert fingerprints(canaries) == before
+
+
+def test_serve_never_writes_a_foreign_lock_file(sock_dir: Path) -> None:
+    canaries = make_foreign_locks(sock_dir)
+    before = fingerprints(canaries)
+    done = run_cli("serve", sock_dir / "Cargo", timeout=30)
+    assert done.returncode == 73, done.stderr
+    assert "another program's file, which ctrlsock never writes" in done.stderr
+    assert fingerprints(canaries) == before
+    assert not (sock_dir / "Cargo").exists()
