@@ -36,7 +36,7 @@ from typing import Any, Final
 from ctrlsock.errors import RecoveryError, UnsafePathError
 from ctrlsock.holder_words import who as holder_who
 from ctrlsock.lock import SocketLock
-from ctrlsock.names import lock_path_for, socket_name_for_bind
+from ctrlsock.names import bind_path_for, lock_path_for, socket_name_for_bind
 from ctrlsock.probe import ProbeReport, State, probe
 from ctrlsock.procfs import HOW_INHERITED, HOW_LOCKER, find_lock_holders
 from ctrlsock.record import MAX_RECORD_SIZE, HolderRecord, is_holder_record
@@ -203,7 +203,7 @@ def _debris_names(safe: SafeDirectory, socket_name: str) -> list[str]:
     try:
         names = safe.names()
     except OSError:
-        names = [f".{socket_name}.bind~"]  # not listable: at least the name this release uses
+        names = [bind_path_for(Path(socket_name)).name]  # not listable: at least the name this release uses
     found = []
     for name in sorted(names):
         if socket_name_for_bind(name) != socket_name:
@@ -472,7 +472,13 @@ def _cleanup_bind_name(bind_path: Path, *, dry_run: bool, timeout: float) -> Cle
             return result
         fd = None
         if owner_state in {State.STALE, State.STOPPED} and lock.content is not _LockContent.MISSING:
-            fd = -1 if dry_run else safe.try_flock(owner_lock.name)
+            try:
+                fd = -1 if dry_run else safe.try_flock(owner_lock.name)
+            except OSError as error:
+                result.actions.append(
+                    _refused(bind_path, f"cannot take {owner.name}'s lock: {error.strerror}")
+                )
+                return result
         if fd is None:
             # A daemon starting binds under this name while it holds the lock; without a lock file at all,
             # nothing proves the name is not in use.
