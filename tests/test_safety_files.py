@@ -11,10 +11,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ctrlsock.errors import UnsafePathError
 from ctrlsock.lock import lock_path_for, take_lock
 from ctrlsock.probe import State, probe_paths
+from ctrlsock.record import HolderRecord, is_holder_record
 from ctrlsock.recover import ActionKind, cleanup
 from tests.children.cli_support import run_cli
 from tests.children.probe_support import running_server
@@ -203,3 +206,16 @@ def test_serve_never_writes_a_foreign_lock_file(sock_dir: Path) -> None:
     assert "another program's file, which ctrlsock never writes" in done.stderr
     assert fingerprints(canaries) == before
     assert not (sock_dir / "Cargo").exists()
+
+
+@given(st.binary(max_size=512))
+def test_only_a_versioned_record_of_ours_counts_as_our_lock_file(data: bytes) -> None:
+    record = HolderRecord.decode(data)
+    assert is_holder_record(data) == (record is not None and record.version >= 1)
+
+
+@given(st.integers(min_value=1, max_value=2**31 - 1), st.text(max_size=40), st.integers(0, 99))
+def test_a_record_we_write_is_ours_and_a_pid_file_is_not(pid: int, program: str, version: int) -> None:
+    assert is_holder_record(HolderRecord(version=1, pid=pid, program=program).encode())
+    assert not is_holder_record(f"{pid}\n".encode())
+    assert not is_holder_record(f"version = {version}\n".encode())
