@@ -54,6 +54,7 @@ __all__ = [
     "check_directory_safe",
     "cleanup",
     "remove_orphans",
+    "remove_own_socket",
 ]
 
 
@@ -321,6 +322,37 @@ def remove_orphans(lock: SocketLock, *, dry_run: bool = False) -> list[Action]:
         action = _judge_socket(safe, socket_path.name, remove=not dry_run, reason=_ORPHAN_REASON)
         debris = _judge_debris(safe, socket_path.name, remove=not dry_run)
     return ([action] if action is not None else []) + debris
+
+
+def remove_own_socket(lock: SocketLock, inode: tuple[int, int]) -> Action | None:
+    """Remove the socket a serving daemon bound, at its clean stop: only while the path still names that
+    very socket inode (``(st_dev, st_ino)`` from when it was bound) and the lock is still held.
+
+    Returns:
+        ``removed``, or ``refused`` when something else is there now (another file is never touched);
+        None when the path is already gone or the lock is no longer held.
+    """
+    if not lock.is_held:
+        return None
+    socket_path = Path(lock.socket_path)
+    try:
+        safe = open_safe_directory(socket_path.parent)
+    except OSError as error:
+        return _refused(socket_path, f"cannot open its directory: {os.strerror(error.errno or 0)}")
+    with safe:
+        try:
+            st = safe.lstat(socket_path.name)
+            if st is None:
+                return None
+            if not stat.S_ISSOCK(st.st_mode) or (st.st_dev, st.st_ino) != inode:
+                return _refused(socket_path, "it was replaced by another file; leaving it in place")
+            if not safe.unlink_if_same(socket_path.name, st):
+                return _refused(socket_path, "it was replaced while being examined")
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            return _refused(socket_path, f"removing it failed: {os.strerror(error.errno or 0)}")
+    return Action(socket_path, True, ActionKind.REMOVED, "our own socket, at a clean stop")
 
 
 # --- cleanup for admins -------------------------------------------------------------------------------

@@ -95,3 +95,14 @@ def test_a_lock_file_replaced_by_another_stops_serving_and_leaves_it_alone(
     log_watch.wait_for("another file is there now")
     assert server.wait(10)
     assert lock_path.read_bytes() == b"another daemon's lock file\n"
+
+
+def test_a_stop_leaves_a_file_that_replaced_our_socket_in_place(
+    serve: Any, sock_path: Path, log_watch: LogWatch
+) -> None:
+    server = serve(ServerConfig(touch_interval=None, recheck_interval=None, stop_grace=1.0))
+    sock_path.unlink()
+    sock_path.write_text("not ours\n")
+    server.stop()
+    assert sock_path.read_text() == "not ours\n"
+    log_watch.wait_for("left in place")

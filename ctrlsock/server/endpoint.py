@@ -17,10 +17,16 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctrlsock.errors import MAX_SOCKET_PATH, ServerError, SocketPathTooLongError, UnsafePathError
+from ctrlsock.errors import (
+    MAX_SOCKET_PATH,
+    CtrlSockError,
+    ServerError,
+    SocketPathTooLongError,
+    UnsafePathError,
+)
 from ctrlsock.lock import SocketLock, take_lock
 from ctrlsock.names import bind_path_for
-from ctrlsock.recover import check_directory_safe, remove_orphans
+from ctrlsock.recover import check_directory_safe, remove_orphans, remove_own_socket
 from ctrlsock.safepath import open_safe_directory
 
 from . import systemd
@@ -73,16 +79,14 @@ class Endpoint:
         """
         if self.inode is None or self.activated:
             return
+        inode, self.inode = self.inode, None
         try:
-            st = os.lstat(self.socket_path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self.inode:
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
-        elif st is not None:
-            logger.warning("%s was replaced by another file; leaving it in place", self.socket_path)
-        self.inode = None
+            action = remove_own_socket(self.lock, inode)
+        except CtrlSockError as error:
+            logger.warning("%s left in place: %s", self.socket_path, error)
+            return
+        if action is not None and not action.done:
+            logger.warning("%s left in place: %s", self.socket_path, action.reason)
 
     def close_listener(self) -> None:
         """Stop accepting: remove the path (if still ours) and close the listening socket."""
