@@ -1,7 +1,8 @@
 """A daemon that forks a worker while its control server serves (as multiprocessing's fork method does).
 
 Usage: server_fork.py SOCKET. Serves in a thread, opens one client connection to itself (so an accepted
-connection exists too), forks a worker that sleeps for ever, and prints ``ready WORKER_PID``.
+connection exists too), forks a worker that sleeps for ever, and prints ``ready WORKER_PID`` once the
+worker runs (its at-fork hooks have run by then).
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ def main() -> int:
     for _ in range(1000):  # until the server holds the accepted connection (it answers status-get at once)
         if ask(socket_path, "status-get")["arguments"]["connections-open"] == 2:
             break
+    started_read, started_write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        threading.Event().wait()  # the worker: outlives its parent
+        # fork() has returned here, so the at-fork hooks have run: say so, then outlive the parent.
+        os.write(started_write, b"x")
+        threading.Event().wait()
         os._exit(0)
+    os.read(started_read, 1)
     print(f"ready {pid}", flush=True)
     threading.Event().wait()
     return 0
