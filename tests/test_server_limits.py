@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ctrlsock.protocol import Reply, encode_reply
 from ctrlsock.server import CommandContext, ControlServer, JsonFileConfig, ServerConfig
+from ctrlsock.server.builtin_commands import encode_config_reply
 from tests.children.server_client import ask, ask_raw, connect, read_to_eof
 from tests.support import REPO_DIR
 from tests.test_server import LogWatch
@@ -263,3 +267,31 @@ def test_allow_gids_honours_supplementary_groups_and_refusals_say_access_denied(
     refused = ask_with_groups(server.socket_path, "version-get", "4343")
     assert refused["result"] == 1
     assert refused["text"].startswith("access denied: 'version-get' command not allowed for uid 65534")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=80) | st.dictionaries(st.text(max_size=4), children, max_size=80)
+    ),
+    max_leaves=400,
+)
+
+
+@settings(max_examples=60)
+@given(json_values)
+def test_config_get_encoding_in_batches_is_byte_for_byte_the_protocols(config: Any) -> None:
+    assert bytes(encode_config_reply(config)) == encode_reply(Reply(0, "", config))
+
+
+def test_a_big_config_is_encoded_in_batches_to_the_same_bytes() -> None:
+    config = {
+        "Dhcp4": {"subnet4": [{"id": index, "pools": list(range(70))} for index in range(1000)], "x": 1}
+    }
+    encoded = encode_config_reply(config)
+    assert isinstance(encoded, bytearray)  # the batched path, not one json.dumps
+    assert bytes(encoded) == encode_reply(Reply(0, "", config))

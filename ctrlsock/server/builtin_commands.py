@@ -8,14 +8,15 @@ by default).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
-from ctrlsock.errors import CommandError
-from ctrlsock.protocol import JsonValue, Reply, Result, encode_reply
+from ctrlsock.errors import CommandError, LocalProtocolError
+from ctrlsock.protocol import Reply, Result, encode_reply
 
 from .commands import CommandContext, CommandRegistry, Handler, PeerCredentials
 from .config import ConfigProvider
@@ -106,6 +107,89 @@ def _config_argument(provider: ConfigProvider, arguments: Any) -> Any:
     return arguments
 
 
+_BIG: Final = 64
+"""Containers with at least this many entries are written entry by entry when a config is encoded."""
+_BATCH: Final = 256
+"""Entries of a big container encoded by one ``json.dumps`` call."""
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact JSON as the protocol module writes it (raw bytes kept through surrogateescape)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+_OPEN_LEVELS: Final = 3
+"""The outer levels of a config (``{"Dhcp4": {"subnet4": [...]}}``) are opened whatever their size."""
+
+
+def _is_big(value: Any, depth: int) -> bool:
+    if isinstance(value, dict):
+        return (depth < _OPEN_LEVELS or len(value) >= _BIG) and all(isinstance(key, str) for key in value)
+    return isinstance(value, list) and (depth < _OPEN_LEVELS or len(value) >= _BIG)
+
+
+def _write_json(out: bytearray, value: Any, depth: int = 0) -> None:
+    """Append ``value``'s compact JSON to ``out``, big containers a batch of entries at a time.
+
+    ``json.dumps`` of a whole config holds its list of chunks, then the joined text, then its bytes: about
+    three times the encoding at once. Written in batches into one growing buffer (which glibc grows in
+    place with ``mremap``), the peak stays near the encoding itself.
+    """
+    if not _is_big(value, depth):
+        out += _dumps(value)
+        return
+    is_map = isinstance(value, dict)
+    out += b"{" if is_map else b"["
+    first = True
+    batch: Any = {} if is_map else []
+
+    def flush() -> None:
+        nonlocal first, batch
+        if batch:
+            if not first:
+                out.extend(b",")
+            out.extend(_dumps(batch)[1:-1])
+            first = False
+            batch = {} if is_map else []
+
+    for entry in value.items() if is_map else value:
+        item = entry[1] if is_map else entry
+        if _is_big(item, depth + 1):
+            flush()
+            if not first:
+                out += b","
+            if is_map:
+                out += _dumps(entry[0]) + b":"
+            _write_json(out, item, depth + 1)
+            first = False
+            continue
+        if is_map:
+            batch[entry[0]] = item
+        else:
+            batch.append(item)
+        if len(batch) >= _BATCH:
+            flush()
+    flush()
+    out += b"}" if is_map else b"]"
+
+
+def encode_config_reply(config: Any) -> bytes | bytearray:
+    """``config-get``'s reply, byte for byte what ``encode_reply(Reply(0, "", config))`` gives."""
+    if not isinstance(config, dict | list):
+        return encode_reply(Reply(Result.SUCCESS, "", config))
+    out = bytearray(b'{"result":0,"arguments":')
+    try:
+        _write_json(out, config)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise LocalProtocolError(f"cannot encode as JSON: {error}") from None
+    out += b"}"
+    return out
+
+
 class _EncodedConfig:
     """config-get's encoded reply, kept while the provider returns the very same config object.
 
@@ -116,13 +200,13 @@ class _EncodedConfig:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._config: object = None
-        self._encoded: bytes | None = None
+        self._encoded: bytes | bytearray | None = None
 
-    def reply(self, config: JsonValue) -> bytes:
+    def reply(self, config: object) -> bytes | bytearray:
         with self._lock:
             if self._encoded is None or self._config is not config:
                 self._encoded = None  # drop the old one before encoding the new
-                self._encoded = encode_reply(Reply(Result.SUCCESS, "", config))
+                self._encoded = encode_config_reply(config)
                 self._config = config
             return self._encoded
 
@@ -132,7 +216,7 @@ def _register_config_commands(
 ) -> None:
     encoded = _EncodedConfig()
 
-    def config_get(arguments: Any, context: CommandContext) -> bytes:
+    def config_get(arguments: Any, context: CommandContext) -> bytes | bytearray:
         return encoded.reply(provider.get_config())
 
     def config_test(arguments: Any, context: CommandContext) -> Reply:

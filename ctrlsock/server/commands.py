@@ -16,7 +16,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, cast
 
 from ctrlsock.errors import CommandError
 from ctrlsock.protocol import Reply, Request, Result, encode_reply, unsupported_reply
@@ -298,9 +298,12 @@ class CommandRegistry:
         return self.encode(entry, result)
 
     def encode(self, entry: _Entry, result: object) -> bytes:
+        """The encoded reply (a ``bytearray`` only from config-get, which the engine treats the same)."""
         try:
-            if type(result) is bytes:
-                data = result  # a built-in's reply, encoded (and cached) by the built-in itself
+            if type(result) is bytes or type(result) is bytearray:
+                # A built-in's reply, encoded (and cached) by the built-in itself. A bytearray (config-get's
+                # batched encoding) is sent exactly as bytes are, so it goes under the one type.
+                data = cast(bytes, result)
             elif isinstance(result, Reply):
                 data = encode_reply(result)
             elif result is None:

@@ -8,6 +8,9 @@ memory of replies to clients that do not read, and other clients' latency while 
     python3 tests/bench/server_bench.py idle [--connections 10000]
     python3 tests/bench/server_bench.py memory [--stuck 8] [--size-mib 16]
     python3 tests/bench/server_bench.py latency [--size-mib 64] [--duration 5]
+    python3 tests/bench/server_bench.py slow [--engine thread asyncio] [--clients 2] [--duration 5]
+    python3 tests/bench/server_bench.py stop [--grace 1.0]
+    python3 tests/bench/server_bench.py nonreading [--stuck 40] [--size-mib 46] [--duration 5]
 
 Run from the repository root (the package need not be installed). Prints plain lines; ``--json`` for one
 JSON document.
@@ -294,11 +297,190 @@ def latency(options: argparse.Namespace) -> dict[str, Any]:
     return {"baseline": asdict(baseline), "loaded": asdict(loaded), "p99_ratio": ratio}
 
 
+# --- a slow handler -----------------------------------------------------------------------------------
+
+
+def slow(options: argparse.Namespace) -> dict[str, Any]:
+    """version-get's p99 while a 2 s blocking handler runs all the time, against its idle p99."""
+    summary: dict[str, Any] = {}
+    engines = [engine for engine in options.engine if engine != "daemon"] or ["thread", "asyncio"]
+    for engine in engines:
+        summary[engine] = _slow_one(engine, options)
+    return summary
+
+
+def _slow_one(engine: str, options: argparse.Namespace) -> dict[str, Any]:
+    import threading  # noqa: PLC0415
+
+    with (
+        tempfile.TemporaryDirectory(prefix="csb-", dir="/tmp") as temp,
+        our_server(Path(temp), engine, ("--idle-timeout", "300")) as path,
+    ):
+        idle_result = run_load(
+            path, clients=options.clients[0], duration=options.duration, label=f"{engine} idle"
+        )
+        _print(idle_result)
+        stopping = threading.Event()
+
+        def keep_one_running() -> None:
+            while not stopping.is_set():
+                _ask(path, "sleep", {"seconds": 2.0}, timeout=60)
+
+        sleeper = threading.Thread(target=keep_one_running, daemon=True)
+        sleeper.start()
+        while _ask(path, "status-get")["arguments"]["commands-running"] != 1:
+            pass
+        loaded = run_load(
+            path, clients=options.clients[0], duration=options.duration, label=f"{engine} 2 s handler"
+        )
+        _print(loaded)
+        stopping.set()
+        sleeper.join()
+    ratio = loaded.p99_ms / idle_result.p99_ms
+    print(f"{engine}: version-get p99 with a 2 s handler running / idle: {ratio:.2f}x", flush=True)
+    return {"idle": asdict(idle_result), "loaded": asdict(loaded), "p99_ratio": ratio}
+
+
+# --- a bounded stop ------------------------------------------------------------------------------------
+
+
+def bounded_stop(options: argparse.Namespace) -> dict[str, Any]:
+    """How long stop() takes with a handler hung for 60 s, in both embeddings."""
+    summary: dict[str, Any] = {}
+    for kind in ("thread", "asyncio"):
+        took = _stop_one(kind, options.grace)
+        print(
+            f"{kind}: stop() with a handler hung for 60 s took {took:.3f} s (grace {options.grace} s,"
+            f" bound {options.grace + 0.5} s)",
+            flush=True,
+        )
+        summary[kind] = {"seconds": took, "grace": options.grace}
+    return summary
+
+
+def _stop_one(kind: str, grace: float) -> float:
+    import asyncio  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from ctrlsock.server import ControlServer, ServerConfig  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="csb-", dir="/tmp") as temp:
+        path = Path(temp) / "stop.sock"
+        server = ControlServer(path, config=ServerConfig(stop_grace=grace))
+        release = threading.Event()
+
+        @server.command("hang")
+        def hang(arguments: Any, context: Any) -> None:
+            release.wait(60)
+
+        loop = None
+        if kind == "thread":
+            server.start_in_thread()
+        else:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, daemon=True).start()
+            asyncio.run_coroutine_threadsafe(server.start(handle_signals=False), loop).result(10)
+        client = threading.Thread(target=_ask, args=(path, "hang"), kwargs={"timeout": 120}, daemon=True)
+        client.start()
+        while _ask(path, "status-get")["arguments"]["commands-running"] != 1:
+            pass
+        started = time.monotonic()
+        if loop is None:
+            server.stop()
+        else:
+
+            async def close() -> None:
+                server.close()
+                await server.wait_closed()
+
+            asyncio.run_coroutine_threadsafe(close(), loop).result(120)
+        took = time.monotonic() - started
+        client.join(10)
+        release.set()
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+    return took
+
+
+# --- clients that never read a huge config-get -------------------------------------------------------
+
+
+def nonreading(options: argparse.Namespace) -> dict[str, Any]:
+    """N clients never read a config-get of ~SIZE MiB: peak RSS above idle, and version-get meanwhile."""
+    import threading  # noqa: PLC0415
+
+    target = options.size_mib * 1024 * 1024
+    # A Kea-like shape: many subnets, each a small map, until the encoding reaches the size asked for.
+    subnet = {
+        "id": 0,
+        "subnet": "10.0.0.0/24",
+        "pools": [{"pool": "10.0.0.10 - 10.0.0.200"}],
+        "comment": "x" * 900,
+    }
+    one = len(json.dumps(subnet, separators=(",", ":")))
+    config = {"Dhcp4": {"subnet4": [dict(subnet, id=index) for index in range(target // one)]}}
+    encoded = len(json.dumps({"result": 0, "arguments": config}, separators=(",", ":")).encode())
+    with tempfile.TemporaryDirectory(prefix="csb-", dir="/tmp") as temp:
+        config_file = Path(temp) / "config.json"
+        config_file.write_text(json.dumps(config))
+        del config
+        with our_server(
+            Path(temp), "thread", ("--idle-timeout", "300", "--config", str(config_file))
+        ) as path:
+            pid = _server_pid(path)
+            _ask(path, "version-get")
+            idle_rss = _rss_kib(pid)
+            peak = [idle_rss]
+            sampling = threading.Event()
+
+            def sample() -> None:
+                while not sampling.wait(0.005):
+                    peak[0] = max(peak[0], _rss_kib(pid))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            stuck: list[socket.socket] = []
+            try:
+                for _ in range(options.stuck):
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                    sock.connect(str(path))
+                    sock.sendall(b'{"command": "config-get"}')
+                    sock.recv(1)  # the reply has started: it is in flight now
+                    stuck.append(sock)
+                loaded = run_load(
+                    path, clients=options.clients[0], duration=options.duration, label="40 non-readers"
+                )
+                _print(loaded)
+            finally:
+                sampling.set()
+                sampler.join()
+                for sock in stuck:
+                    sock.close()
+    above = (peak[0] - idle_rss) / 1024
+    ratio = above * 1024 * 1024 / encoded
+    print(
+        f"{options.stuck} clients not reading a {encoded / 2**20:.1f} MiB config-get:"
+        f" peak RSS {above:.1f} MiB above idle ({ratio:.2f}x the encoded config);"
+        f" version-get p99 {loaded.p99_ms:.2f} ms",
+        flush=True,
+    )
+    return {
+        "encoded_mib": encoded / 2**20,
+        "peak_above_idle_mib": above,
+        "ratio": ratio,
+        "loaded": asdict(loaded),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["throughput", "idle", "memory", "latency"])
+    parser.add_argument(
+        "what", choices=["throughput", "idle", "memory", "latency", "slow", "stop", "nonreading"]
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=1)
@@ -307,9 +489,18 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--stuck", type=int, default=8)
     parser.add_argument("--size-mib", type=int, default=16)
+    parser.add_argument("--grace", type=float, default=1.0)
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
-    runner = {"throughput": throughput, "idle": idle, "memory": memory, "latency": latency}[options.what]
+    runner = {
+        "throughput": throughput,
+        "idle": idle,
+        "memory": memory,
+        "latency": latency,
+        "slow": slow,
+        "stop": bounded_stop,
+        "nonreading": nonreading,
+    }[options.what]
     summary = runner(options)
     if options.json:
         print(json.dumps(summary, indent=2))

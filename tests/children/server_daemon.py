@@ -1,10 +1,13 @@
 """A daemon embedding ctrlsock's server, for tests that need a real separate process.
 
 Usage: server_daemon.py EMBEDDING SOCKET [--umask OCTAL] [--mode OCTAL] [--stop-grace SECONDS]
+       [--idle-timeout SECONDS] [--config FILE]
 EMBEDDING is ``thread`` (start_in_thread + signal handlers + wait), ``asyncio`` (async with + serve_forever)
 or ``daemon`` (run_daemon, what ``ctrlsock serve`` runs). Prints ``ready`` once serving (``daemon``: once the
 socket answers), ``stopped N`` when done (N: the exit value), or ``error: MESSAGE`` and exits 2.
-Extra command ``blob`` ({"size": N}) answers with N bytes of payload, ``whoami`` with the peer credentials.
+Extra command ``blob`` ({"size": N}) answers with N bytes of payload, ``whoami`` with the peer credentials,
+``sleep`` ({"seconds": S}) blocks its worker thread for S seconds. ``--config FILE`` serves a JSON file
+through the ``config-*`` commands.
 """
 
 from __future__ import annotations
@@ -15,20 +18,28 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ctrlsock.errors import CtrlSockError
-from ctrlsock.server import CommandContext, ControlServer, ServerConfig
+from ctrlsock.server import CommandContext, ControlServer, JsonFileConfig, ServerConfig
 
 
 def build(socket_path: Path, options: argparse.Namespace) -> ControlServer:
     config = ServerConfig(
         mode=int(options.mode, 8), stop_grace=options.stop_grace, idle_timeout=options.idle_timeout
     )
-    server = ControlServer(socket_path, program="server-daemon", version="9.8.7", config=config)
+    provider = JsonFileConfig(Path(options.config)) if options.config else None
+    server = ControlServer(
+        socket_path, program="server-daemon", version="9.8.7", config=config, config_provider=provider
+    )
+
+    @server.command("sleep")
+    def sleep(arguments: Any, context: CommandContext) -> None:
+        time.sleep(float(arguments["seconds"]))  # a handler that blocks: what the benchmarks need
 
     payloads: dict[int, str] = {}
 
@@ -94,6 +105,7 @@ def main() -> int:
     parser.add_argument("--mode", default="600")
     parser.add_argument("--stop-grace", type=float, default=2.0)
     parser.add_argument("--idle-timeout", type=float, default=10.0)
+    parser.add_argument("--config", default=None)
     options = parser.parse_args()
     # The library logs through a NullHandler only: a daemon chooses where its logs go, as this one does.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
