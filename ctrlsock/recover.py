@@ -152,6 +152,14 @@ def _refused(path: Path, reason: str, pid: int | None = None) -> Action:
     return Action(path, False, ActionKind.REFUSED, reason, pid)
 
 
+def _why(error: OSError) -> str:
+    """An OS error in words: an unsafe path's own reason, else the errno's text and the file it names."""
+    if isinstance(error, UnsafePathError) or not error.errno:
+        return str(error)
+    words = os.strerror(error.errno)
+    return f"{error.filename}: {words}" if error.filename else words
+
+
 # --- sockets: the control socket and its temporary bind names -----------------------------------------
 
 
@@ -161,7 +169,7 @@ def _judge_socket(safe: SafeDirectory, name: str, *, remove: bool, reason: str) 
     try:
         st = safe.lstat(name)
     except OSError as error:
-        return _refused(path, f"cannot examine it: {os.strerror(error.errno or 0)}")
+        return _refused(path, f"cannot examine it: {_why(error)}")
     if st is None:
         return None
     if (problem := safe.removal_problem(st)) is not None:
@@ -189,7 +197,7 @@ def _judge_socket(safe: SafeDirectory, name: str, *, remove: bool, reason: str) 
     except FileNotFoundError:
         return None
     except OSError as error:
-        return _refused(path, f"removing it failed: {os.strerror(error.errno or 0)}")
+        return _refused(path, f"removing it failed: {_why(error)}")
     return Action(path, True, ActionKind.REMOVED, reason)
 
 
@@ -314,7 +322,7 @@ def remove_orphans(lock: SocketLock, *, dry_run: bool = False) -> list[Action]:
     try:
         safe = open_safe_directory(socket_path.parent)
     except OSError as error:
-        return [_refused(socket_path, f"cannot open its directory safely: {error}")]
+        return [_refused(socket_path, f"cannot open its directory safely: {_why(error)}")]
     with safe:
         locked, named = os.fstat(lock.fileno()), safe.lstat(Path(lock.lock_path).name)
         if named is None or (named.st_dev, named.st_ino) != (locked.st_dev, locked.st_ino):
@@ -338,7 +346,7 @@ def remove_own_socket(lock: SocketLock, inode: tuple[int, int]) -> Action | None
     try:
         safe = open_safe_directory(socket_path.parent)
     except OSError as error:
-        return _refused(socket_path, f"cannot open its directory: {os.strerror(error.errno or 0)}")
+        return _refused(socket_path, f"cannot open its directory: {_why(error)}")
     with safe:
         try:
             st = safe.lstat(socket_path.name)
@@ -351,7 +359,7 @@ def remove_own_socket(lock: SocketLock, inode: tuple[int, int]) -> Action | None
         except FileNotFoundError:
             return None
         except OSError as error:
-            return _refused(socket_path, f"removing it failed: {os.strerror(error.errno or 0)}")
+            return _refused(socket_path, f"removing it failed: {_why(error)}")
     return Action(socket_path, True, ActionKind.REMOVED, "our own socket, at a clean stop")
 
 
@@ -421,7 +429,7 @@ def cleanup(socket_path: Path, *, dry_run: bool = False, timeout: float = 1.0) -
     except OSError as error:
         if isinstance(error, UnsafePathError):
             raise
-        result.actions.append(_refused(socket_path, f"cannot open its directory: {error}"))
+        result.actions.append(_refused(socket_path, f"cannot open its directory: {_why(error)}"))
         return result
     with safe:
         result.actions.extend(_cleanup_in(safe, before, dry_run=dry_run))
@@ -451,7 +459,7 @@ def _cleanup_in(safe: SafeDirectory, before: ProbeReport, *, dry_run: bool) -> l
     try:
         fd = safe.try_flock(lock_path.name)
     except OSError as error:
-        return [_refused(socket_path, f"cannot take the lock: {os.strerror(error.errno or 0)}")]
+        return [_refused(socket_path, f"cannot take the lock: {_why(error)}")]
     if fd is None:
         return [_refused(socket_path, "another process took the lock meanwhile (a daemon starting?)")]
     try:
@@ -507,9 +515,7 @@ def _cleanup_bind_name(bind_path: Path, *, dry_run: bool, timeout: float) -> Cle
             try:
                 fd = -1 if dry_run else safe.try_flock(owner_lock.name)
             except OSError as error:
-                result.actions.append(
-                    _refused(bind_path, f"cannot take {owner.name}'s lock: {error.strerror}")
-                )
+                result.actions.append(_refused(bind_path, f"cannot take {owner.name}'s lock: {_why(error)}"))
                 return result
         if fd is None:
             # A daemon starting binds under this name while it holds the lock; without a lock file at all,

@@ -18,7 +18,7 @@ import pytest
 from ctrlsock.errors import UnsafePathError
 from ctrlsock.lock import lock_path_for, take_lock
 from ctrlsock.probe import probe
-from ctrlsock.recover import ActionKind, check_directory_safe, cleanup, remove_orphans
+from ctrlsock.recover import ActionKind, check_directory_safe, cleanup, remove_orphans, remove_own_socket
 from ctrlsock.safepath import open_safe_directory
 from tests.children.cli_support import run_cli
 from tests.children.safety_support import as_nobody, fingerprints, leave_crashed_daemon, leave_orphaned_socket
@@ -124,8 +124,12 @@ def test_remove_orphans_acts_only_in_the_directory_reached_safely(sock_dir: Path
     before = fingerprints([real / "x.sock"])
     with take_lock(sock_dir / "link" / "x.sock") as lock:
         [action] = remove_orphans(lock)
+        st = os.lstat(real / "x.sock")
+        own = remove_own_socket(lock, (st.st_dev, st.st_ino))
     assert action.what is ActionKind.REFUSED
     assert "is a symlink" in action.reason
+    assert own is not None and own.what is ActionKind.REFUSED
+    assert "is a symlink" in own.reason
     assert fingerprints([real / "x.sock"]) == before
 
 
