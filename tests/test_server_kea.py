@@ -1,4 +1,4 @@
-"""Our server answers like a real Kea 2.2 ``kea-dhcp4`` for the wire cases of DESIGN.md section 4."""
+"""Our server answers like a real Kea 2.2 ``kea-dhcp4`` for the wire cases: framing, errors, timeouts."""
 
 from __future__ import annotations
 

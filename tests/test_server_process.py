@@ -255,8 +255,11 @@ def _low_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
 
 
-def test_running_out_of_descriptors_pauses_accepts_and_recovers(spawn: Any, sock_path: Path) -> None:
-    child = spawn("thread", str(sock_path), preexec_fn=_low_nofile, stderr=subprocess.PIPE)
+@pytest.mark.parametrize("embedding", ["thread", "asyncio"])
+def test_running_out_of_descriptors_pauses_accepts_and_recovers(
+    spawn: Any, sock_path: Path, embedding: str
+) -> None:
+    child = spawn(embedding, str(sock_path), preexec_fn=_low_nofile, stderr=subprocess.PIPE)
     assert read_line(child) == "ready"
     held = []
     try:

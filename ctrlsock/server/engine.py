@@ -799,7 +799,12 @@ class Engine:
             return
         self._stopping = True
         self._grace_end = time.monotonic() + grace
-        self._endpoint.lock.mark_stopping()
+        try:
+            self._endpoint.lock.mark_stopping()
+        except (
+            OSError
+        ) as error:  # a probe then says "running" while we drain: worth a line, not a failed stop
+            logger.warning("cannot mark %s as stopping: %s", self._endpoint.lock.lock_path, error.strerror)
         self._endpoint.remove_socket()
         waiter = self.waiter
         if self._accepting:

@@ -1,7 +1,7 @@
 """Benchmarks of the command channel: our server against a real Kea 2.2, measured in one run.
 
 Closed loop, connection per command (connect, send, read to EOF, close), N client processes, the same load
-generator for both servers. Also measures what issue 3 asks beyond throughput: idle connections held, the
+generator for both servers. Also measures, beyond throughput: idle connections held, the
 memory of replies to clients that do not read, and other clients' latency while one never reads.
 
     python3 tests/bench/server_bench.py throughput [--clients 1 8] [--duration 5] [--no-kea] [--engine thread]
