@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ctrlsock.lock import lock_path_for
+from ctrlsock.server import ControlServer
 from tests.children.server_client import ask, connect, read_to_eof
 from tests.support import Child
 
@@ -121,3 +122,23 @@ def test_shutdown_ends_serve_forever(sock_dir: Path) -> None:
         assert child.readline() == "serve_forever returned"
         assert exit_status(child) == 0
     assert cleanly_stopped(sock_path)
+
+
+def test_install_signal_handlers_on_two_servers_stops_both_and_goes_on(sock_dir: Path) -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    first = ControlServer(sock_dir / "one.sock", program="one")
+    second = ControlServer(sock_dir / "two.sock", program="two")
+    first.start_in_thread()
+    second.start_in_thread()
+    try:
+        first.install_signal_handlers()
+        second.install_signal_handlers()
+        signal.raise_signal(signal.SIGTERM)  # this process: only a stop was asked for, so it goes on
+        assert first.wait(WAIT)
+        assert second.wait(WAIT)
+    finally:
+        first.stop()
+        second.stop()
+    assert cleanly_stopped(sock_dir / "one.sock")
+    assert cleanly_stopped(sock_dir / "two.sock")
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is put back once both stopped
