@@ -16,11 +16,13 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from ctrlsock.errors import (
+    AuthenticationError,
     BadReplyError,
     ClientError,
     ClientTimeoutError,
     CommandError,
     CtrlSockError,
+    HttpStatusError,
     LocalProtocolError,
     LockError,
     LockHeldError,
@@ -33,6 +35,7 @@ from ctrlsock.errors import (
     SocketNotFoundError,
     SocketPathTooLongError,
     SocketPermissionError,
+    TlsError,
     TruncatedReplyError,
     UnsafePathError,
 )
@@ -126,6 +129,7 @@ if not TYPE_CHECKING:
 __all__ = [
     "Access",
     "Action",
+    "AuthenticationError",
     "BadReplyError",
     "CleanupResult",
     "ClientError",
@@ -137,6 +141,7 @@ __all__ = [
     "CtrlSockError",
     "Holder",
     "HolderRecord",
+    "HttpStatusError",
     "JsonFileConfig",
     "JsonValue",
     "LocalProtocolError",
@@ -158,6 +163,7 @@ __all__ = [
     "SocketPathTooLongError",
     "SocketPermissionError",
     "State",
+    "TlsError",
     "TruncatedReplyError",
     "UnsafePathError",
     "__version__",

@@ -117,11 +117,15 @@ class LockHeldError(LockError, BlockingIOError):
 
 
 class ClientError(CtrlSockError, ConnectionError):
-    """Sending a command or reading its reply failed."""
+    """Sending a command or reading its reply failed.
 
-    def __init__(self, message: str, *, path: Path | None = None) -> None:
+    ``path`` is the unix socket, ``url`` the HTTP endpoint; the one that does not apply is ``None``.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None, url: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+        self.url = url
 
 
 class SocketNotFoundError(ClientError, FileNotFoundError):
@@ -143,13 +147,36 @@ class ClientTimeoutError(ClientError, TimeoutError):
 class TruncatedReplyError(ClientError):
     """The server closed the connection before a complete JSON reply arrived."""
 
-    def __init__(self, message: str, *, path: Path | None = None, received: int = 0) -> None:
-        super().__init__(message, path=path)
+    def __init__(
+        self, message: str, *, path: Path | None = None, url: str | None = None, received: int = 0
+    ) -> None:
+        super().__init__(message, path=path, url=url)
         self.received = received
 
 
 class BadReplyError(ClientError):
     """The reply is complete but is not a valid Kea-style reply."""
+
+
+class HttpStatusError(ClientError):
+    """An HTTP control endpoint refused the request with a status other than 200.
+
+    ``status`` is the HTTP status; ``reply`` the body's Kea-style map (``{"result": 400, "text": "Bad
+    Request"}``) when it had one, else ``None``.
+    """
+
+    def __init__(self, message: str, *, url: str, status: int, reply: Reply | None = None) -> None:
+        super().__init__(message, url=url)
+        self.status = status
+        self.reply = reply
+
+
+class AuthenticationError(HttpStatusError, PermissionError):
+    """The HTTP endpoint refused our credentials, or wanted some (401 Unauthorized, 403 Forbidden)."""
+
+
+class TlsError(ClientError):
+    """The TLS handshake failed: an untrusted or mismatched certificate, or no client certificate."""
 
 
 # --- recovery and serving -------------------------------------------------------------------------

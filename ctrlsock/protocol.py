@@ -41,6 +41,7 @@ __all__ = [
     "Reply",
     "Request",
     "Result",
+    "decode_replies",
     "decode_reply",
     "decode_request",
     "describe_result",
@@ -664,6 +665,24 @@ def decode_reply(document: bytes | bytearray | memoryview) -> Reply:
         if len(value) != 1:
             raise RemoteProtocolError(f"reply is a list of {len(value)} replies, expected exactly one")
         value = value[0]
+    return _reply_from(value)
+
+
+def decode_replies(document: bytes | bytearray | memoryview) -> tuple[Reply, ...]:
+    """Parse a reply document that may be a list of replies, one per service (Kea's HTTP form).
+
+    A bare map is one reply; a list gives its replies in order (an empty list, none).
+
+    Raises:
+        RemoteProtocolError: the document, or an entry of the list, is not a valid reply.
+    """
+    value = _loads(document)
+    if isinstance(value, list):
+        return tuple(_reply_from(entry) for entry in value)
+    return (_reply_from(value),)
+
+
+def _reply_from(value: Any) -> Reply:
     if not isinstance(value, dict):
         raise RemoteProtocolError(f"reply must be a map, not {_type_name(value)}")
     if "result" not in value:
