@@ -7,8 +7,9 @@ module, so that one process is never named two ways.
 from __future__ import annotations
 
 import time
+from typing import Final
 
-from ctrlsock.procfs import LockHolder, LockHow, ProcessInfo
+from ctrlsock.procfs import LockHolder, LockHow, ProcessInfo, ProcessStatus
 from ctrlsock.record import HolderRecord, RecordVerdict
 
 # One rule, one place: the words for a file's owner live with the safe-path rule that refuses it.
@@ -45,17 +46,18 @@ def process_words(process: ProcessInfo) -> str:
     return "running" + since
 
 
-def condition_words(status: str) -> str:
-    """A process's status (``running``, ``stopped``, ``zombie``, ``dead``, ``unknown``) as a clause."""
-    if status == "stopped":
-        return "is stopped (SIGSTOP)"
-    if status == "zombie":
-        return "is a zombie"
-    if status == "dead":
-        return "is dead"
-    if status == "unknown":
-        return "cannot be seen from here"
-    return "is alive"
+_CONDITIONS: Final = {
+    ProcessStatus.STOPPED: "is stopped (SIGSTOP)",
+    ProcessStatus.ZOMBIE: "is a zombie",
+    ProcessStatus.DEAD: "is dead",
+    ProcessStatus.UNKNOWN: "cannot be seen from here",
+    ProcessStatus.RUNNING: "is alive",
+}
+
+
+def condition_words(status: ProcessStatus) -> str:
+    """A process's status as a clause: ``is stopped (SIGSTOP)``, ``is dead``..."""
+    return _CONDITIONS[status]
 
 
 def describe_holder(holder: LockHolder, record: HolderRecord | None) -> str:

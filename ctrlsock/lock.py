@@ -9,7 +9,7 @@ How the lock is taken, and what filelock does for us (read from filelock 4.2.11'
 
 - ``open(O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CREAT | O_EXCL)``, then without ``O_CREAT`` if it exists:
   a symlink at the lock path fails with ``ELOOP`` instead of being followed (CVE-2025-68146), and the
-  file is never ``O_TRUNC``-ed before the lock is won (filelock #591), so a loser never wipes the
+  file is never ``O_TRUNC``-ed before the lock is won (tox-dev/filelock issue 591), so a loser never wipes the
   holder's record. ``O_CLOEXEC`` comes from Python itself: ``os.open`` makes every descriptor
   non-inheritable (PEP 446), so a daemon's children exec'ed later do not inherit the lock by accident.
 - ``flock(LOCK_EX | LOCK_NB)``, then ``fstat``: a file unlinked between open and flock (``st_nlink == 0``)

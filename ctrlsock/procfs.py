@@ -45,6 +45,7 @@ __all__ = [
     "LockHolder",
     "LockHow",
     "ProcessInfo",
+    "ProcessStatus",
     "current_boot_id",
     "current_pid_namespace",
     "find_deleted_lock_holders",
@@ -73,6 +74,19 @@ class LockHow(StrEnum):
     #: ``/proc/locks`` names a live pid that no longer has the file open (it closed its descriptor, or the
     #: pid was reused by an unrelated process); others keep the lock.
     ORIGINAL_LOCKER_CLOSED = "original-locker-closed"
+
+
+class ProcessStatus(StrEnum):
+    """A process's condition in one word, as ``status`` prints it."""
+
+    RUNNING = "running"
+    #: Stopped by ``SIGSTOP``/``SIGTSTP`` or by a tracer: alive, but it makes no progress.
+    STOPPED = "stopped"
+    #: Exited, not yet reaped.
+    ZOMBIE = "zombie"
+    DEAD = "dead"
+    #: Not visible from here (another PID namespace, ``hidepid``), or a record that cannot be checked.
+    UNKNOWN = "unknown"
 
 
 # The older names of the members, kept for callers written against them.
@@ -133,13 +147,13 @@ class ProcessInfo:
         return self.state in {"T", "t"}
 
     @property
-    def status(self) -> str:
-        """``"running"``, ``"stopped"`` or ``"zombie"`` in plain words."""
+    def status(self) -> ProcessStatus:
+        """Running, stopped or zombie."""
         if self.is_zombie:
-            return "zombie"
+            return ProcessStatus.ZOMBIE
         if self.is_stopped:
-            return "stopped"
-        return "running"
+            return ProcessStatus.STOPPED
+        return ProcessStatus.RUNNING
 
 
 @dataclass(frozen=True)

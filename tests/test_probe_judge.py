@@ -226,6 +226,18 @@ ROWS: list[tuple[str, Evidence, State, str]] = [
         f"a new lock file at {LOCK} is held by pid 4343 (python3): two daemons claim this socket",
     ),
     (
+        "lock file and socket deleted under a daemon",
+        evidence(lock_kind=PathKind.MISSING, answer=ABSENT, deleted_lock_holders=(locker(),)),
+        State.UNLINKED,
+        f"the socket {SOCK} was deleted too",
+    ),
+    (
+        "a daemon that restored its deleted lock file is not unlinked",
+        evidence(HELD, answer=ANSWERED, deleted_lock_holders=(locker(),)),
+        State.RUNNING,
+        "",
+    ),
+    (
         "server without the lock answers",
         evidence(SOCKET, answer=ANSWERED),
         State.FOREIGN,

@@ -97,6 +97,18 @@ def test_a_deleted_lock_file_under_a_healthy_daemon_is_unlinked(sock_path: Path)
     assert [(h.pid, h.how) for h in report.holders] == [(served.pid, HolderHow.DELETED_LOCK)]
 
 
+def test_a_daemon_that_restored_its_deleted_lock_file_is_running_again(sock_path: Path) -> None:
+    with daemon(sock_path, "serve") as served:
+        served.expect_ready()
+        lock_path_for(sock_path).unlink()
+        assert probe(sock_path, timeout=5.0).state is State.UNLINKED
+        served.send_line("restore")
+        assert served.readline() == "restored True"
+        report = probe(sock_path, timeout=5.0)
+        assert report.state is State.RUNNING, report.problems
+        assert [(h.pid, h.how) for h in report.holders] == [(served.pid, HolderHow.RECORDED_AND_LOCKER)]
+
+
 @pytest.mark.parametrize("bind_name", [False, True], ids=["bound-in-place", "bound-under-the-bind-name"])
 def test_a_deleted_socket_under_a_healthy_daemon_is_unlinked(sock_path: Path, bind_name: bool) -> None:
     options = ["--bind-name"] if bind_name else []

@@ -76,7 +76,7 @@ def test_read_process_shows_stopped_and_zombie_states() -> None:
         assert zombie is not None
         assert zombie.is_zombie
         assert zombie.status == "zombie"
-        os.kill(int(pid), 0)  # the DESIGN.md trap: a zombie passes kill(pid, 0)
+        os.kill(int(pid), 0)  # the trap: a zombie still passes kill(pid, 0)
 
 
 def test_boot_id_and_pid_namespace_match_the_kernel() -> None:

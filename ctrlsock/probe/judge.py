@@ -27,7 +27,7 @@ from ctrlsock.probe.model import (
     PathKind,
     State,
 )
-from ctrlsock.procfs import LockHolder, LockHow, ProcessInfo
+from ctrlsock.procfs import LockHolder, LockHow, ProcessInfo, ProcessStatus
 from ctrlsock.record import DOUBTFUL_STATUSES, RecordStatus, RecordVerdict
 
 __all__ = ["holders_from", "judge"]
@@ -44,14 +44,11 @@ _GONE_ORIGINALS = {HolderHow.ORIGINAL_DEAD, HolderHow.ORIGINAL_CLOSED, HolderHow
 # --- holders ------------------------------------------------------------------------------------------
 
 
-def _process_status(process: ProcessInfo | None) -> tuple[bool, str]:
+def _process_status(process: ProcessInfo | None) -> tuple[bool, ProcessStatus]:
     if process is None:
-        return False, "dead"
-    if process.is_zombie:
-        return False, "zombie"
-    if process.is_stopped:
-        return True, "stopped"
-    return True, "running"
+        return False, ProcessStatus.DEAD
+    status = process.status
+    return status is not ProcessStatus.ZOMBIE, status
 
 
 def _from_kernel(found: LockHolder, how: HolderHow | None = None) -> Holder:
@@ -75,10 +72,10 @@ def _recorded(verdict: RecordVerdict) -> Holder:
         alive, status = _process_status(verdict.process)
     elif verdict.status in {RecordStatus.OTHER_NAMESPACE, RecordStatus.UNKNOWN, RecordStatus.UNVERIFIABLE}:
         # Not visible or not checkable from here: it may well be alive (a container, hidepid, a pid file).
-        alive, status = verdict.alive, "unknown"
+        alive, status = verdict.alive, ProcessStatus.UNKNOWN
     else:
         # Dead, another boot, or the pid now names another process: the recorded process itself is gone.
-        alive, status = False, "dead"
+        alive, status = False, ProcessStatus.DEAD
     process = verdict.process if verdict.trusted else None
     return Holder(
         pid=record.pid,
@@ -95,7 +92,13 @@ def holders_from(evidence: Evidence) -> list[Holder]:
     """Everyone involved: lock holders first, then the recorded owner if it holds nothing, then processes
     keeping the listening socket without the lock; one entry per process."""
     holders = [_from_kernel(found) for found in evidence.lock_holders]
-    holders += [_from_kernel(found, HolderHow.DELETED_LOCK) for found in evidence.deleted_lock_holders]
+    # A daemon that put a new lock file in place still holds the deleted one too: it is not unlinked.
+    current = {found.pid for found in evidence.lock_holders if found.holds_lock}
+    holders += [
+        _from_kernel(found, HolderHow.DELETED_LOCK)
+        for found in evidence.deleted_lock_holders
+        if found.pid not in current
+    ]
     verdict = evidence.verdict
     if verdict is not None:
         recorded = _recorded(verdict)
@@ -111,7 +114,7 @@ def holders_from(evidence: Evidence) -> list[Holder]:
             same.how = HolderHow.RECORDED_AND_LOCKER
             # The name the daemon gave itself beats comm ("python3" for every Python daemon).
             same.program = recorded.program or same.program
-        elif dead_locker is not None and recorded.status == "dead":
+        elif dead_locker is not None and recorded.status is ProcessStatus.DEAD:
             # One dead process, two witnesses (/proc/locks and the record): list it once.
             dead_locker.how = HolderHow.RECORDED_ORIGINAL_DEAD
             dead_locker.program = recorded.program or dead_locker.program
@@ -191,7 +194,7 @@ def _judge(evidence: Evidence, holders: list[Holder], problems: list[str]) -> St
             "so who owns the socket cannot be told"
         )
         return State.UNKNOWN
-    if evidence.deleted_lock_holders:
+    if any(h.how is HolderHow.DELETED_LOCK for h in holders):
         return _unlinked_lock(evidence, holders, problems)
     if evidence.held:
         return _held(evidence, holders, problems)
@@ -401,14 +404,14 @@ def _describe_lock(evidence: Evidence, holders: list[Holder], problems: list[str
     for holder in lockers:
         named = who(holder.pid, holder.program)
         if holder.how is HolderHow.INHERITED_DESCRIPTOR:
-            stopped = " and is stopped (SIGSTOP)" if holder.status == "stopped" else ""
+            stopped = " and is stopped (SIGSTOP)" if holder.status is ProcessStatus.STOPPED else ""
             if owner_alive:
                 # Not wrong yet, but it would keep the lock (and the socket) if the owner died.
                 problems.append(f"{named} also holds the lock through an inherited descriptor{stopped}")
                 continue
             sentence = f"lock held by {named}, which inherited it{stopped}"
             problems.append(f"{sentence}; {gone}" if gone else sentence)
-        elif holder.status == "stopped":
+        elif holder.status is ProcessStatus.STOPPED:
             problems.append(f"lock held by {named}, which is stopped (SIGSTOP)")
     if recorded is not None:
         if doubt:

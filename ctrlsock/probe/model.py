@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from ctrlsock.procfs import LockHolder, ProcessInfo
+from ctrlsock.procfs import LockHolder, ProcessInfo, ProcessStatus
 from ctrlsock.record import HolderRecord, RecordVerdict
 
 __all__ = [
@@ -205,8 +205,8 @@ class Holder:
         pid: the process id (in this PID namespace, except for a record from another namespace).
         program: its command name, from ``/proc`` or else from the record; ``None`` when unknown.
         alive: it exists and is not a zombie (a stopped process is alive).
-        status: ``"running"``, ``"stopped"`` (SIGSTOP), ``"zombie"``, ``"dead"``, or ``"unknown"`` for a
-            process we cannot see (another PID namespace, or a record we cannot check).
+        status: running, stopped (SIGSTOP), zombie, dead, or unknown for a process we cannot see (another
+            PID namespace, or a record we cannot check).
         how: how it is tied to the socket (:class:`HolderHow`).
         since: when it started, as unix time, if known.
         start_time: its start in clock ticks since boot, if known: with ``pid`` it names exactly one
@@ -221,7 +221,7 @@ class Holder:
     pid: int
     program: str | None
     alive: bool
-    status: str
+    status: ProcessStatus
     how: HolderHow
     since: float | None = None
     start_time: int | None = None
@@ -235,7 +235,7 @@ class Holder:
             "program": self.program,
             "alive": self.alive,
             "how": self.how.value,
-            "status": self.status,
+            "status": self.status.value,
             "since": self.since,
         }
 

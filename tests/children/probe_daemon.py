@@ -5,7 +5,8 @@ Usage: probe_daemon.py SOCKET MODE [--bind-name]
 Every mode takes the lock with ``ctrlsock.lock.take_lock`` (program ``probe_daemon``) and listens on SOCKET
 (with ``--bind-name``, bound under the temporary bind name and then linked into place, as the server does).
 
-- ``serve``: answers every request, one at a time, until killed.
+- ``serve``: answers every request, one at a time, until killed. A line ``restore`` on stdin makes it put
+  a deleted lock file back (``SocketLock.restore``) and print ``restored True`` or ``restored False``.
 - ``busy``: never accepts; burns CPU as a handler that computes a huge reply would.
 - ``idle``: never accepts and does nothing (a hung daemon).
 - ``fork``: forks a child that keeps the listening socket (and, as filelock arranges, not the lock) and
@@ -78,6 +79,13 @@ def main() -> int:
     lock = take_lock(socket_path, program="probe_daemon")
     listener = listen(socket_path, "--bind-name" in sys.argv[3:])
     if mode == "serve":
+
+        def commands() -> None:
+            for line in sys.stdin:
+                if line.strip() == "restore":
+                    print(f"restored {lock.restore()}", flush=True)
+
+        threading.Thread(target=commands, daemon=True).start()
         print("ready", flush=True)
         serve(listener)
     elif mode == "busy":
