@@ -623,17 +623,24 @@ def test_a_forked_child_does_not_keep_a_restored_lock(sock_path: Path) -> None:
     with take_lock(sock_path) as lock:
         lock.lock_path.unlink()
         assert lock.restore()
-        read_end, write_end = os.pipe()
+        ready_read, ready_write = os.pipe()
+        done_read, done_write = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
-            os.close(write_end)
-            os.read(read_end, 1)  # alive until the parent has looked
+            os.close(done_write)
+            os.close(ready_read)
+            # Python code runs in the child only after the at-fork handlers did.
+            os.write(ready_write, b"r")
+            os.read(done_read, 1)  # alive until the parent has looked
             os._exit(0 if not lock.is_held else 1)
-        os.close(read_end)
+        os.close(ready_write)
+        os.close(done_read)
         try:
+            assert os.read(ready_read, 1) == b"r"
             holders = find_lock_holders(lock.lock_path)
             assert [h.pid for h in holders] == [os.getpid()]
         finally:
-            os.close(write_end)
+            os.close(done_write)
+            os.close(ready_read)
             _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
