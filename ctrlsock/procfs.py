@@ -164,11 +164,13 @@ class LockHolder:
         pid: the process id.
         process: what ``/proc`` says about it, or ``None`` when it no longer exists.
         how: how it is tied to the lock.
+        fd: the descriptor through which it holds the lock, when known.
     """
 
     pid: int
     process: ProcessInfo | None
     how: LockHow
+    fd: int | None = None
 
     @property
     def holds_lock(self) -> bool:
@@ -537,7 +539,7 @@ def find_deleted_lock_holders(lock_path: Path) -> list[LockHolder]:
             if identity in _lock_line_identities(pid, fd):
                 process = read_process(pid)
                 if process is not None and not process.is_zombie:
-                    holders.append(LockHolder(pid, process, LockHow.LOCKER))
+                    holders.append(LockHolder(pid, process, LockHow.LOCKER, int(fd)))
                 break
     return holders
 

@@ -33,6 +33,7 @@ __all__ = [
     "is_holder_record",
     "judge_record",
     "read_record",
+    "read_record_through",
 ]
 
 #: The ``format`` key that marks a record as ours; a JSON file without it is foreign and ignored.
@@ -202,6 +203,25 @@ def is_holder_record(data: bytes) -> bool:
         return False
     record = HolderRecord.decode(data)
     return record is not None and record.version >= 1
+
+
+def read_record_through(pid: int, fd: int) -> HolderRecord | None:
+    """The holder record in the file process ``pid`` has open as descriptor ``fd`` (even if unlinked).
+
+    Opened read-only through ``/proc/PID/fd/FD``, which reaches the open file itself; never raises.
+    """
+    try:
+        descriptor = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        return HolderRecord.decode(os.pread(descriptor, MAX_RECORD_SIZE, 0))
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
 
 
 def read_record(lock_path: Path) -> HolderRecord | None:

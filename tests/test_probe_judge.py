@@ -226,6 +226,17 @@ ROWS: list[tuple[str, Evidence, State, str]] = [
         f"a new lock file at {LOCK} is held by pid 4343 (python3): two daemons claim this socket",
     ),
     (
+        "lock file deleted: the daemon is named from the record it still holds",
+        evidence(
+            socket_kind=PathKind.SOCKET,
+            answer=ANSWERED,
+            deleted_lock_holders=(locker(),),
+            deleted_records={OWNER: record()},
+        ),
+        State.UNLINKED,
+        f"the lock file {LOCK} was deleted while pid 4242 (mydaemon) holds it",
+    ),
+    (
         "lock file and socket deleted under a daemon",
         evidence(lock_kind=PathKind.MISSING, answer=ABSENT, deleted_lock_holders=(locker(),)),
         State.UNLINKED,

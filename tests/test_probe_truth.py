@@ -90,7 +90,8 @@ def test_a_deleted_lock_file_under_a_healthy_daemon_is_unlinked(sock_path: Path)
         report = probe(sock_path, timeout=5.0)
     assert report.state is State.UNLINKED, report.problems
     assert any(
-        f"the lock file {lock_path_for(sock_path)} was deleted while pid {served.pid} (python3) holds it" in p
+        f"the lock file {lock_path_for(sock_path)} was deleted while pid {served.pid} (probe_daemon) holds it"
+        in p
         for p in report.problems
     ), report.problems
     assert "the socket still answers" in report.problems

@@ -43,7 +43,7 @@ from ctrlsock.procfs import (
     listening_socket_inodes,
     read_cpu_ticks,
 )
-from ctrlsock.record import HolderRecord, RecordVerdict, judge_record, read_record
+from ctrlsock.record import HolderRecord, RecordVerdict, judge_record, read_record, read_record_through
 from ctrlsock.safepath import check_directory_safe
 
 __all__ = ["gather_evidence"]
@@ -242,6 +242,11 @@ def _look_closer(evidence: Evidence, owner: int | None) -> Evidence:
         # Children that inherited the lock are invisible to the look at the locker alone.
         holders, scanned = tuple(find_lock_holders(lock_path)), True
     deleted = tuple(find_deleted_lock_holders(lock_path))
+    deleted_records: dict[int, HolderRecord] = {}
+    for found in deleted:
+        record = read_record_through(found.pid, found.fd) if found.fd is not None else None
+        if record is not None:
+            deleted_records[found.pid] = record
     listeners: dict[int, str] = {}
     owner_listens = False
     listener_holders: tuple[ProcessInfo, ...] = ()
@@ -263,6 +268,7 @@ def _look_closer(evidence: Evidence, owner: int | None) -> Evidence:
         lock_holders=holders,
         scanned=scanned,
         deleted_lock_holders=deleted,
+        deleted_records=deleted_records,
         listeners=listeners,
         owner_listens=owner_listens,
         listener_holders=listener_holders,

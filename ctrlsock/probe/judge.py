@@ -94,11 +94,15 @@ def holders_from(evidence: Evidence) -> list[Holder]:
     holders = [_from_kernel(found) for found in evidence.lock_holders]
     # A daemon that put a new lock file in place still holds the deleted one too: it is not unlinked.
     current = {found.pid for found in evidence.lock_holders if found.holds_lock}
-    holders += [
-        _from_kernel(found, HolderHow.DELETED_LOCK)
-        for found in evidence.deleted_lock_holders
-        if found.pid not in current
-    ]
+    for found in evidence.deleted_lock_holders:
+        if found.pid in current:
+            continue
+        holder = _from_kernel(found, HolderHow.DELETED_LOCK)
+        deleted_record = evidence.deleted_records.get(found.pid)
+        if deleted_record is not None and deleted_record.start_time == holder.start_time:
+            # The name the daemon gave itself, from the record in the file it still holds.
+            holder.program = deleted_record.program or holder.program
+        holders.append(holder)
     verdict = evidence.verdict
     if verdict is not None:
         recorded = _recorded(verdict)

@@ -164,6 +164,7 @@ class Evidence:
         answer: the probe's ``list-commands``.
         progress: CPU evidence about the owner, when it did not answer within the timeout.
         deleted_lock_holders: live processes holding the flock on a lock file unlinked from the path.
+        deleted_records: the holder record in each one's deleted lock file, by pid.
         listeners: listening sockets bound to the socket path or its temporary bind name, {inode: name}.
         owner_listens: the owner (recorded, or the process holding the lock) has one of ``listeners`` open.
         listener_holders: processes with one of ``listeners`` open, when a look at every process was
@@ -192,6 +193,7 @@ class Evidence:
     answer: Answer = Answer(AnswerOutcome.NOT_ASKED)
     progress: Progress | None = None
     deleted_lock_holders: tuple[LockHolder, ...] = ()
+    deleted_records: dict[int, HolderRecord] = field(default_factory=dict)
     listeners: dict[int, str] = field(default_factory=dict)
     owner_listens: bool = False
     listener_holders: tuple[ProcessInfo, ...] = ()
