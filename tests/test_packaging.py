@@ -258,7 +258,8 @@ def _bash_complete(directory: Path, *words: str) -> list[str]:
         (("ctrlsock", ""), ["bench", "cleanup", "send", "serve", "status"]),
         (("ctrlsock", "s"), ["send", "serve", "status"]),
         (("ctrlsock", "--v"), ["--version"]),
-        (("ctrlsock", "status", "--"), ["--help", "--json", "--timeout"]),
+        (("ctrlsock", "status", "--"), ["--format", "--help", "--json", "--timeout"]),
+        (("ctrlsock", "status", "--format", "p"), ["prometheus"]),
         (("ctrlsock", "status", "a.sock", ""), ["conf.json", "ctrl.sock"]),  # any number of PATHs
         (("ctrlsock", "send", ""), ["conf.json", "ctrl.sock"]),  # SOCKET: a path
         (("ctrlsock", "send", "ctrl.sock", ""), []),  # COMMAND: not a file

@@ -7,6 +7,7 @@ One module per reason to change:
 - ``exitcodes``: every exit code, what it means, and which one a state or an error ends in;
 - ``paths``: the default socket and the SOCKET / PATH arguments;
 - ``render``: human lines (escaped, coloured on a terminal) and JSON;
+- ``prometheus``: ``status --format prometheus``, the text exposition format (loaded only for it);
 - ``actions``: the commands as typer-free ``run_*`` functions;
 - ``typer_app``: the typer app and its help texts.
 

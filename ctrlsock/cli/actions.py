@@ -19,6 +19,7 @@ from ctrlsock.cli.exitcodes import CliError, ExitCode, cleanup_exit_code, status
 from ctrlsock.cli.paths import path_arguments, socket_argument
 from ctrlsock.cli.render import (
     Painter,
+    StatusFormat,
     escape,
     render_action,
     render_bench,
@@ -30,6 +31,7 @@ from ctrlsock.cli.render import (
 from ctrlsock.errors import BadReplyError, ProtocolError, TruncatedReplyError
 
 if TYPE_CHECKING:
+    from ctrlsock.cli.prometheus import SocketMetrics
     from ctrlsock.probe import ProbeReport
     from ctrlsock.recover import Action
 
@@ -44,6 +46,7 @@ __all__ = [
     "run_send",
     "run_serve",
     "run_status",
+    "status_format",
 ]
 
 DEFAULT_STATUS_TIMEOUT: Final = 1.0
@@ -94,14 +97,77 @@ def _is_directory(path: Path) -> bool:
         return False
 
 
-def run_status(paths: Sequence[Path] | None, *, as_json: bool, timeout: float) -> int:
+def status_format(as_json: bool, chosen: StatusFormat | None) -> StatusFormat:
+    """The output ``status`` writes: ``--json`` is ``--format json``; the two must not disagree.
+
+    Raises:
+        CliError: ``USAGE`` for ``--json`` with another ``--format``.
+    """
+    if as_json and chosen not in {None, StatusFormat.JSON}:
+        raise CliError(f"--json and --format {chosen} disagree; give one of them", exit_code=ExitCode.USAGE)
+    return StatusFormat.JSON if as_json else chosen or StatusFormat.TEXT
+
+
+def run_status(
+    paths: Sequence[Path] | None, *, as_json: bool, timeout: float, output: StatusFormat | None = None
+) -> int:
+    chosen = status_format(as_json, output)
     reports = _probe_all(path_arguments(paths), timeout, empty_directory_ok=True)
-    if as_json:
+    if chosen == StatusFormat.JSON:
         write_json([report.to_json() for report in reports])
+    elif chosen == StatusFormat.PROMETHEUS:
+        from ctrlsock.cli.prometheus import render_prometheus  # noqa: PLC0415  (only this format pays)
+
+        sys.stdout.write(render_prometheus([_metrics_of(report, timeout) for report in reports]))
     else:
         paint = Painter.for_stream(sys.stdout)
         write_lines([line for report in reports for line in render_report(report, paint)])
     return status_exit_code([value_of(report, "state") for report in reports])
+
+
+#: Asked of every running socket for ``--format prometheus``: Kea's and ctrlsock's daemons both have it.
+STATUS_COMMAND: Final = "status-get"
+#: Asked of a running Kea daemon (a lock file without our holder record) for its statistics.
+KEA_STATISTICS_COMMAND: Final = "statistic-get-all"
+
+
+def _metrics_of(report: ProbeReport, timeout: float) -> SocketMetrics:
+    """The probe's report plus the replies of the commands sent for metrics, each within ``timeout``.
+
+    Commands go only to a socket the probe found running: a stale or stuck one would only time out, and a
+    foreign server is not ours to question. A command that fails is reported as such, not raised: one
+    daemon's trouble must not hide the other sockets' metrics.
+    """
+    from ctrlsock.cli.prometheus import SocketMetrics  # noqa: PLC0415
+    from ctrlsock.probe import State  # noqa: PLC0415
+
+    if report.state != State.RUNNING:
+        return SocketMetrics(report)
+    commands: dict[str, bool] = {}
+    status = _ask_map(report.socket_path, STATUS_COMMAND, timeout, commands)
+    # Kea writes no holder record; a ctrlsock daemon always does, and has no statistics command.
+    statistics = None
+    if report.record is None:
+        statistics = _ask_map(report.socket_path, KEA_STATISTICS_COMMAND, timeout, commands)
+    return SocketMetrics(report, status=status, statistics=statistics, commands=commands)
+
+
+def _ask_map(path: Path, command: str, timeout: float, outcomes: dict[str, bool]) -> dict[str, Any] | None:
+    """``command``'s ``arguments`` if it succeeds with a map, else None; ``outcomes`` records which."""
+    from ctrlsock.client import send_command  # noqa: PLC0415
+    from ctrlsock.errors import CtrlSockError  # noqa: PLC0415
+    from ctrlsock.protocol import Result  # noqa: PLC0415
+
+    try:
+        reply = send_command(path, command, timeout=timeout)
+    except (CtrlSockError, OSError):
+        outcomes[command] = False
+        return None
+    if reply.result == Result.UNSUPPORTED:
+        return None  # not that kind of daemon (a ctrlsock daemon whose record we could not read): no failure
+    arguments = reply.arguments if reply.ok and isinstance(reply.arguments, dict) else None
+    outcomes[command] = arguments is not None
+    return arguments
 
 
 #: The COMMAND that means "read the whole request from standard input", as socat reads it.

@@ -1,9 +1,9 @@
 """The entry point: parse the plain ``status`` forms without typer, hand the rest to the typer app.
 
 Monitoring runs ``ctrlsock status`` every few seconds, so its start-up is kept to the standard library
-and the probe: a plain ``status [PATH...] [--json] [--timeout S]`` is parsed here (``fast_status``);
-anything else, including any doubt about the arguments, goes through typer, which parses the same
-command line to the same call.
+and the probe: a plain ``status [PATH...] [--json] [--format F] [--timeout S]`` is parsed here
+(``fast_status``); anything else, including any doubt about the arguments, goes through typer, which
+parses the same command line to the same call.
 
 Every error reaches the admin as one line ``ctrlsock: <message>`` on stderr and a distinct exit code; a
 traceback is a bug (``CTRLSOCK_DEBUG=1`` shows it anyway, for bug reports).
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from ctrlsock.cli.actions import DEFAULT_STATUS_TIMEOUT, run_status
 from ctrlsock.cli.exitcodes import CliError, ExitCode, exit_code_for
 from ctrlsock.cli.paths import PROG
-from ctrlsock.cli.render import error_line
+from ctrlsock.cli.render import StatusFormat, error_line
 from ctrlsock.errors import CtrlSockError
 
 if TYPE_CHECKING:
@@ -68,19 +68,26 @@ def check_flag_values(args: Sequence[str]) -> None:
 def fast_status(args: Sequence[str]) -> int | None:
     """``status`` without typer, for the plain forms monitoring runs; None means "let typer parse".
 
-    Accepted: ``status`` then paths not starting with ``-``, ``--json``, ``--timeout S`` or
-    ``--timeout=S`` with S a positive finite number. Anything else (help, completion, ``--``, an
+    Accepted: ``status`` then paths not starting with ``-``, ``--json``, ``--format F`` or
+    ``--format=F`` with F one of :class:`StatusFormat`, ``--timeout S`` or ``--timeout=S`` with S a
+    positive finite number. Anything else (help, completion, ``--``, an
     unknown option, a bad value) returns None so typer gives its usual answer.
     """
     if not args or args[0] != "status" or f"_{PROG.upper()}_COMPLETE" in os.environ:
         return None
     paths: list[Path] = []
     as_json = False
+    output: StatusFormat | None = None
     timeout = DEFAULT_STATUS_TIMEOUT
     rest = iter(args[1:])
     for arg in rest:
         if arg == "--json":
             as_json = True
+        elif arg == "--format" or arg.startswith("--format="):
+            text = arg.partition("=")[2] if "=" in arg else next(rest, None)
+            if text not in set(StatusFormat):
+                return None
+            output = StatusFormat(text)
         elif arg == "--timeout" or arg.startswith("--timeout="):
             text = arg.partition("=")[2] if "=" in arg else next(rest, None)
             try:
@@ -93,7 +100,7 @@ def fast_status(args: Sequence[str]) -> int | None:
             return None
         else:
             paths.append(Path(arg))
-    return run_status(paths, as_json=as_json, timeout=timeout)
+    return run_status(paths, as_json=as_json, timeout=timeout, output=output)
 
 
 def run(args: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from ctrlsock.cli.paths import PROG
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Painter",
+    "StatusFormat",
     "error_line",
     "escape",
     "format_time",
@@ -30,6 +32,15 @@ __all__ = [
     "render_report",
     "write_json",
 ]
+
+
+class StatusFormat(StrEnum):
+    """``status --format`` choices: lines for people, JSON for scripts, Prometheus for scrapers."""
+
+    TEXT = "text"
+    JSON = "json"
+    PROMETHEUS = "prometheus"
+
 
 _NAMED_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 # os.fsdecode() turns each byte of a file name that is not UTF-8 into one of these lone surrogates.

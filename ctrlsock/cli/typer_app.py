@@ -28,6 +28,7 @@ from ctrlsock.cli.actions import (
 )
 from ctrlsock.cli.exitcodes import STATE_MEANINGS, ExitCode, state_codes_text
 from ctrlsock.cli.paths import PROG
+from ctrlsock.cli.render import StatusFormat
 
 __all__ = ["build_app"]
 
@@ -65,6 +66,8 @@ _STATUS_EPILOG: Final = """Examples:
   ctrlsock status /run/kea/kea4-ctrl-socket
 
   ctrlsock status /run/mydaemon --json   # every socket in a directory, as JSON
+
+  ctrlsock status /run/kea --format prometheus   # for a scraper or a textfile collector
 """
 
 _CLEANUP_HELP: Final = (
@@ -245,15 +248,26 @@ def _root(
 
 def _status_command(
     paths: _PathArguments = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per path.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON array, one object per path (--format json).")
+    ] = False,
     timeout: Annotated[
         float,
         typer.Option(
             "--timeout", metavar="SECONDS", callback=_positive, help="How long to wait for an answer."
         ),
     ] = DEFAULT_STATUS_TIMEOUT,
+    output: Annotated[
+        StatusFormat | None,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="text (the default), json (as --json), or prometheus: the text exposition format, "
+            "with status-get of each running daemon and statistic-get-all of each running Kea.",
+        ),
+    ] = None,
 ) -> int:
-    return run_status(paths, as_json=as_json, timeout=timeout)
+    return run_status(paths, as_json=as_json, timeout=timeout, output=output)
 
 
 def _cleanup_command(

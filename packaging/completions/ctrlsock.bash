@@ -47,7 +47,7 @@ _ctrlsock() {
             command=$word
             case $command in
                 serve) value_options='--config|--mode|--group|--allow-uid|--allow-gid|--log-level' ;;
-                status) value_options='--timeout' ;;
+                status) value_options='--timeout|--format' ;;
                 cleanup) value_options='' ;;
                 send) value_options='-a|--arguments|--service|--timeout' ;;
                 bench) value_options='-n|--clients|--duration|--command|-a|--arguments|--expect-result' ;;
@@ -82,8 +82,9 @@ _ctrlsock() {
         status)
             case "$prev" in
                 --timeout) _ctrlsock_value none; return ;;
+                --format) _ctrlsock_value "choice:text json prometheus"; return ;;
             esac
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --timeout -h --help" -- "$cur"))
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --timeout --format -h --help" -- "$cur"))
             else
                 case "$positional" in
                     *) _ctrlsock_value file ;;

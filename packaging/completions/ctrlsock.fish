@@ -22,8 +22,9 @@ complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l log-level -x -a '
 complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -s h -l help -d 'Show this message and exit.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -F
 
-complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l json -d 'Print a JSON array, one object per path.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l json -d 'Print a JSON array, one object per path (--format json).'
 complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l timeout -x -d 'How long to wait for an answer.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l format -x -a 'text json prometheus' -d 'text (the default), json (as --json), or prometheus: the text exposition format, with status-get of each running daemon and statistic-get-all of each running Kea.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from status' -s h -l help -d 'Show this message and exit.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from status' -F
 

@@ -1,0 +1,306 @@
+"""``status --format prometheus``: the Prometheus text exposition format, version 0.0.4.
+
+For scrapers and node_exporter's textfile collector. No I/O here: :func:`render_prometheus` turns probe
+reports and the replies already fetched into text. The format is small enough to write by hand
+(https://prometheus.io/docs/instrumenting/exposition_formats/), which keeps ``prometheus_client`` out of
+the runtime dependencies and out of ``status``'s start-up.
+
+Every family is written whole (HELP, TYPE, then all its samples) before the next one: the format allows
+no interleaving. Each sample carries a ``socket`` label, the socket path as given to the probe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ctrlsock.probe import ProbeReport
+
+__all__ = [
+    "CONTENT_TYPE",
+    "Family",
+    "MetricType",
+    "SocketMetrics",
+    "escape_label_value",
+    "format_value",
+    "metric_families",
+    "render_prometheus",
+]
+
+#: What an HTTP server would send this text as.
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+_METRIC_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+Labels = tuple[tuple[str, str], ...]
+Number = int | float
+
+
+class MetricType(StrEnum):
+    """The TYPE words of the text format that this renderer writes."""
+
+    GAUGE = "gauge"
+    COUNTER = "counter"
+
+
+@dataclass
+class Family:
+    """One metric family: its name, type, help text and samples, written together."""
+
+    name: str
+    type: MetricType
+    help: str
+    samples: list[tuple[Labels, Number]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not _METRIC_NAME.fullmatch(self.name):
+            raise ValueError(f"metric name {self.name!r} does not match {_METRIC_NAME.pattern}")
+        # promtool's lint: a counter's name ends in _total, anything else's does not.
+        if (self.type == MetricType.COUNTER) != self.name.endswith("_total"):
+            raise ValueError(f"metric name {self.name!r} does not suit a {self.type}")
+
+    def add(self, labels: Labels, value: Number) -> None:
+        for name, _ in labels:
+            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+                raise ValueError(f"label name {name!r} does not match {_LABEL_NAME.pattern}")
+        self.samples.append((labels, value))
+
+
+@dataclass(frozen=True)
+class SocketMetrics:
+    """What is known about one socket: its probe report and the replies of the commands sent to it.
+
+    Attributes:
+        report: the probe's report.
+        status: ``status-get``'s ``arguments``, when it was sent and succeeded.
+        statistics: a Kea daemon's ``statistic-get-all`` ``arguments``, when sent and succeeded.
+        commands: each command sent for metrics that the daemon supports, and whether it succeeded
+            (result 0 with a map).
+    """
+
+    report: ProbeReport
+    status: Mapping[str, object] | None = None
+    statistics: Mapping[str, object] | None = None
+    commands: Mapping[str, bool] = field(default_factory=dict)
+
+
+# status-get keys with a meaning of their own, Kea's and ctrlsock's: (key, metric, type, help).
+_STATUS_METRICS: Final[tuple[tuple[str, str, MetricType, str], ...]] = (
+    ("pid", "ctrlsock_daemon_pid", MetricType.GAUGE, "Process id the daemon reports in status-get."),
+    ("uptime", "ctrlsock_daemon_uptime_seconds", MetricType.GAUGE, "Seconds since the daemon started."),
+    (
+        "reload",
+        "ctrlsock_daemon_since_reload_seconds",
+        MetricType.GAUGE,
+        "Seconds since the daemon last applied its configuration.",
+    ),
+    (
+        "connections-served",
+        "ctrlsock_daemon_connections_served_total",
+        MetricType.COUNTER,
+        "Control connections the daemon has answered since it started.",
+    ),
+    (
+        "replies-dropped",
+        "ctrlsock_daemon_replies_dropped_total",
+        MetricType.COUNTER,
+        "Replies the daemon dropped because the client read too slowly or not at all.",
+    ),
+    (
+        "connections-open",
+        "ctrlsock_daemon_connections_open",
+        MetricType.GAUGE,
+        "Control connections open at the daemon, this one included.",
+    ),
+    (
+        "commands-running",
+        "ctrlsock_daemon_commands_running",
+        MetricType.GAUGE,
+        "Commands whose handler is running.",
+    ),
+    (
+        "commands-waiting",
+        "ctrlsock_daemon_commands_waiting",
+        MetricType.GAUGE,
+        "Commands queued behind running handlers.",
+    ),
+)
+_KNOWN_STATUS_KEYS: Final = frozenset(key for key, *_ in _STATUS_METRICS)
+# Where a ctrlsock daemon may put further numbers in status-get: a key Kea's clients ignore.
+STATUS_EXTENSION_KEY: Final = "ctrlsock"
+
+
+def escape_label_value(value: str) -> str:
+    r"""A label value as the format requires: ``\`` → ``\\``, ``"`` → ``\"``, newline → ``\n``."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: Number) -> str:
+    """A sample value as the format writes it: Go's float syntax, ``+Inf``, ``-Inf``, ``NaN``."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def _text(value: object) -> str:
+    """A path or name as text UTF-8 can carry: a lone surrogate becomes a backslash escape.
+
+    ``os.fsdecode`` turns each byte of a file name that is not UTF-8 into a surrogate U+DC80..U+DCFF,
+    written back as that byte's ``\\xNN``; any other lone surrogate (JSON allows them) as ``\\uNNNN``.
+    """
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(_surrogate_escape(char) for char in text)
+    return text
+
+
+def _surrogate_escape(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"\\u{code:04x}"
+    return char
+
+
+def _number(value: object) -> Number | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    return None
+
+
+def _kea_value(samples: object) -> Number | None:
+    """The newest value of a Kea statistic, ``[[value, "timestamp"], ...]`` newest first; None if none."""
+    if isinstance(samples, list) and samples and isinstance(samples[0], list) and samples[0]:
+        value = samples[0][0]
+        return None if isinstance(value, bool) else _number(value)
+    return None
+
+
+def _flatten(prefix: str, value: object) -> Iterable[tuple[str, Number]]:
+    number = _number(value)
+    if number is not None:
+        yield prefix, number
+    elif isinstance(value, Mapping):
+        for key, inner in value.items():
+            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+
+
+def metric_families(items: Sequence[SocketMetrics]) -> list[Family]:
+    """The families for ``items``, in the order they are written; families without samples left out."""
+    from ctrlsock.probe import State  # noqa: PLC0415  (the probe is loaded already: it made the reports)
+
+    state = Family(
+        "ctrlsock_socket_state",
+        MetricType.GAUGE,
+        "The socket's state: 1 for the state the probe found, 0 for every other state.",
+    )
+    answered = Family(
+        "ctrlsock_socket_answered", MetricType.GAUGE, "Whether the socket answered the probe's list-commands."
+    )
+    answer = Family(
+        "ctrlsock_socket_answer_seconds",
+        MetricType.GAUGE,
+        "How long the socket took to answer the probe's list-commands.",
+    )
+    holders = Family(
+        "ctrlsock_socket_holder_info",
+        MetricType.GAUGE,
+        "A process holding the socket's lock or listening socket, or named by its holder record.",
+    )
+    problems = Family(
+        "ctrlsock_socket_problems", MetricType.GAUGE, "How many problems the probe found with the socket."
+    )
+    command_ok = Family(
+        "ctrlsock_socket_command_success",
+        MetricType.GAUGE,
+        "Whether a command sent for these metrics succeeded (1) or failed (0); absent if unsupported.",
+    )
+    status_families = {key: Family(name, kind, text) for key, name, kind, text in _STATUS_METRICS}
+    status_other = Family(
+        "ctrlsock_daemon_status_value",
+        MetricType.GAUGE,
+        "Any other number in the daemon's status-get reply, by its key (nested keys joined with dots).",
+    )
+    kea = Family(
+        "ctrlsock_kea_statistic",
+        MetricType.GAUGE,
+        "A Kea statistic's newest value, from statistic-get-all, by its Kea name.",
+    )
+
+    for item in items:
+        report = item.report
+        socket: Labels = (("socket", _text(report.socket_path)),)
+        for each in State:
+            state.add((*socket, ("state", each.value)), int(report.state == each))
+        answered.add(socket, int(report.answer_ms is not None))
+        if report.answer_ms is not None:
+            answer.add(socket, report.answer_ms / 1000.0)
+        seen: set[Labels] = set()
+        for holder in report.holders:
+            labels: Labels = (
+                *socket,
+                ("pid", str(holder.pid)),
+                ("program", _text(holder.program or "")),
+                ("how", str(holder.how)),
+            )
+            if labels not in seen:  # one series per label set
+                seen.add(labels)
+                holders.add(labels, 1)
+        problems.add(socket, len(report.problems))
+        for command, ok in sorted(item.commands.items()):
+            command_ok.add((*socket, ("command", command)), int(ok))
+        if item.status is not None:
+            for key, family in status_families.items():
+                number = _number(item.status.get(key))
+                if number is not None:
+                    family.add(socket, number)
+            for key, value in sorted(item.status.items()):
+                if key in _KNOWN_STATUS_KEYS:
+                    continue
+                for name, number in _flatten(str(key), value):
+                    status_other.add((*socket, ("name", _text(name))), number)
+        if item.statistics is not None:
+            for name, samples in sorted(item.statistics.items()):
+                value = _kea_value(samples)
+                if value is not None:
+                    kea.add((*socket, ("name", _text(name))), value)
+
+    families = [state, answered, answer, holders, problems, command_ok, *status_families.values()]
+    families += [status_other, kea]
+    return [family for family in families if family.samples]
+
+
+def render_family(family: Family) -> list[str]:
+    lines = [f"# HELP {family.name} {_escape_help(family.help)}", f"# TYPE {family.name} {family.type}"]
+    for labels, value in family.samples:
+        inside = ",".join(f'{name}="{escape_label_value(text)}"' for name, text in labels)
+        name = f"{family.name}{{{inside}}}" if labels else family.name
+        lines.append(f"{name} {format_value(value)}")
+    return lines
+
+
+def render_prometheus(items: Sequence[SocketMetrics]) -> str:
+    """The text exposition format (0.0.4) for ``items``, ending in a newline (empty when no items)."""
+    return "".join(f"{line}\n" for family in metric_families(items) for line in render_family(family))
