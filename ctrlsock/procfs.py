@@ -517,31 +517,33 @@ def find_deleted_lock_holders(lock_path: Path) -> list[LockHolder]:
             candidates.add(parsed[1])
     holders: list[LockHolder] = []
     for pid in sorted(candidates):
-        fd_dir = PROC / str(pid) / "fd"
+        fd = _deleted_lock_fd(pid, wanted)
+        if fd is not None:
+            process = read_process(pid)
+            if process is not None and not process.is_zombie:
+                holders.append(LockHolder(pid, process, LockHow.LOCKER, fd))
+    return holders
+
+
+def _deleted_lock_fd(pid: int, wanted: set[str]) -> int | None:
+    """The descriptor of ``pid`` on an unlinked file named one of ``wanted`` that carries its FLOCK."""
+    fd_dir = PROC / str(pid) / "fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return None
+    for fd in fds:
         try:
-            fds = os.listdir(fd_dir)
+            if os.readlink(fd_dir / fd) not in wanted:
+                continue
+            st = os.stat(fd_dir / fd)
         except OSError:
             continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd_dir / fd)
-            except OSError:
-                continue
-            if target not in wanted:
-                continue
-            try:
-                st = os.stat(fd_dir / fd)
-            except OSError:
-                continue
-            if st.st_nlink != 0:
-                continue  # linked again under that name meanwhile: not a deleted file
-            identity = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-            if identity in _lock_line_identities(pid, fd):
-                process = read_process(pid)
-                if process is not None and not process.is_zombie:
-                    holders.append(LockHolder(pid, process, LockHow.LOCKER, int(fd)))
-                break
-    return holders
+        if st.st_nlink != 0:
+            continue  # linked again under that name meanwhile: not a deleted file
+        if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in _lock_line_identities(pid, fd):
+            return int(fd)
+    return None
 
 
 def listening_socket_inodes(addresses: Iterable[str]) -> dict[int, str]:

@@ -5,19 +5,28 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ctrlsock.lock import lock_path_for, take_lock
 from ctrlsock.procfs import (
     HOW_INHERITED,
     HOW_LOCKER,
     HOW_ORIGINAL_LOCKER_DEAD,
+    LockHow,
     current_boot_id,
     current_pid_namespace,
+    find_deleted_lock_holders,
     find_lock_holders,
+    find_lockers,
+    find_socket_holders,
+    holds_socket,
     is_flock_held,
+    listening_socket_inodes,
+    read_cpu_ticks,
     read_process,
 )
 from tests.support import Child, kill_foreign, wait_for_state
@@ -171,3 +180,52 @@ def test_read_process_of_init() -> None:
     assert info.pid == 1
     assert info.ppid == 0
     assert info.start_time >= 0
+
+
+# --- the cheap lookups of the probe ------------------------------------------------------------------
+
+
+def test_find_lockers_looks_only_at_the_pid_the_kernel_names(sock_path: Path) -> None:
+    lock_path = lock_path_for(sock_path)
+    assert find_lockers(lock_path) == []
+    with take_lock(sock_path) as lock:
+        [holder] = find_lockers(lock.lock_path) or []
+        assert (holder.pid, holder.how) == (os.getpid(), LockHow.LOCKER)
+    assert find_lockers(lock_path) == []
+
+
+def test_a_lock_file_deleted_under_its_holder_is_found(sock_path: Path) -> None:
+    with take_lock(sock_path) as lock:
+        assert find_deleted_lock_holders(lock.lock_path) == []
+        lock.lock_path.unlink()
+        [holder] = find_deleted_lock_holders(lock.lock_path)
+        assert (holder.pid, holder.fd) == (os.getpid(), lock.fileno())
+        # Another path's deleted lock is not this one's.
+        assert find_deleted_lock_holders(sock_path.with_name("other.sock.lock")) == []
+    assert find_deleted_lock_holders(lock.lock_path) == []
+
+
+def test_a_listening_socket_is_found_by_its_bound_name_even_after_unlink(sock_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(sock_path))
+        assert listening_socket_inodes([str(sock_path)]) == {}  # bound, not listening yet
+        listener.listen()
+        inode = os.fstat(listener.fileno()).st_ino
+        assert listening_socket_inodes([str(sock_path)]) == {inode: str(sock_path)}
+        sock_path.unlink()
+        assert listening_socket_inodes([str(sock_path)]) == {inode: str(sock_path)}
+        assert holds_socket(os.getpid(), [inode])
+        assert os.getpid() in [process.pid for process in find_socket_holders([inode])]
+    assert listening_socket_inodes([str(sock_path)]) == {}
+
+
+def test_cpu_ticks_grow_while_a_process_works() -> None:
+    before = read_cpu_ticks(os.getpid())
+    assert before is not None
+    deadline = time.process_time() + 0.1
+    while time.process_time() < deadline:
+        pass
+    after = read_cpu_ticks(os.getpid())
+    assert after is not None and after[0] > before[0]
+    assert after[1] == "R"
+    assert read_cpu_ticks(2**22 + 1) is None

@@ -303,18 +303,36 @@ def _silence(evidence: Evidence) -> str:
 
 
 def _not_held(evidence: Evidence, holders: list[Holder], problems: list[str]) -> State:
-    answer, socket_path, lock_path = evidence.answer, evidence.socket_path, evidence.lock_path
+    """Nobody holds the lock: something unexpected answers, or what is left behind."""
+    state = _something_without_lock(evidence, holders, problems)
+    if state is not None:
+        return state
+    if evidence.record_error:
+        problems.append(evidence.record_error)
+    leftovers = _left_socket(evidence, problems)
+    leftovers = _left_record(evidence, holders, problems) or leftovers
+    if not leftovers and evidence.record_unreadable:
+        problems.append(
+            f"permission denied: cannot read {evidence.lock_path}, "
+            "so whether a record is left behind is unknown"
+        )
+        return State.UNKNOWN
+    return State.STALE if leftovers else State.STOPPED
+
+
+def _something_without_lock(evidence: Evidence, holders: list[Holder], problems: list[str]) -> State | None:
+    """The state when something that does not hold the lock reacts on the socket, else None."""
+    answer = evidence.answer
     outcome = answer.outcome
+    listeners = [h for h in holders if h.holds_socket]
     if answer.answered:
         problems.append("a server answers on the socket but nobody holds the lock")
         return State.FOREIGN
-    listeners = [h for h in holders if h.holds_socket]
     if outcome in {AnswerOutcome.TIMEOUT, AnswerOutcome.TRUNCATED} and listeners:
         for holder in listeners:
-            named = who(holder.pid, holder.program)
             problems.append(
-                f"{named} keeps the listening socket open but does not hold the lock: "
-                "connections are accepted and never answered"
+                f"{who(holder.pid, holder.program)} keeps the listening socket open but does not hold the "
+                "lock: connections are accepted and never answered"
             )
         gone = _recorded_holder(evidence, holders)
         if gone is not None and not gone.alive:
@@ -329,60 +347,59 @@ def _not_held(evidence: Evidence, holders: list[Holder], problems: list[str]) ->
             "to read /proc)"
         )
         return State.UNKNOWN
-    if outcome is AnswerOutcome.PERMISSION:
-        problems.append(
-            f"permission denied: cannot connect to {socket_path}, so whether a server answers is unknown"
-        )
-        return State.UNKNOWN
     if outcome is AnswerOutcome.TRUNCATED:
         problems.append(
             "something accepts connections on the socket but closes them without a complete reply, "
             f"and nobody holds the lock: {answer.detail}"
         )
         return State.FOREIGN
+    if outcome is AnswerOutcome.PERMISSION:
+        problems.append(
+            f"permission denied: cannot connect to {evidence.socket_path}, "
+            "so whether a server answers is unknown"
+        )
+        return State.UNKNOWN
     if outcome is AnswerOutcome.ERROR:
         problems.append(f"connecting to the socket failed: {answer.detail}")
         return State.UNKNOWN
-    if evidence.record_error:
-        problems.append(evidence.record_error)
+    return None
 
-    leftovers = False
-    if evidence.socket_kind is PathKind.SOCKET and outcome is AnswerOutcome.REFUSED:
-        problems.append("socket file left behind: nobody holds the lock and connect() is refused")
-        leftovers = True
-        if evidence.socket_uid is not None and evidence.euid not in {evidence.socket_uid, 0}:
-            problems.append(
-                f"the socket is owned by {evidence.socket_owner}, not by us: cleanup will refuse to remove it"
-            )
-        if evidence.directory_warning:
-            problems.append(f"cleanup will refuse to remove it: {evidence.directory_warning}")
+
+def _left_socket(evidence: Evidence, problems: list[str]) -> bool:
+    """Name a socket file left behind (and why cleanup may refuse it); whether there is one."""
+    if evidence.socket_kind is not PathKind.SOCKET or evidence.answer.outcome is not AnswerOutcome.REFUSED:
+        return False
+    problems.append("socket file left behind: nobody holds the lock and connect() is refused")
+    if evidence.socket_uid is not None and evidence.euid not in {evidence.socket_uid, 0}:
+        problems.append(
+            f"the socket is owned by {evidence.socket_owner}, not by us: cleanup will refuse to remove it"
+        )
+    if evidence.directory_warning:
+        problems.append(f"cleanup will refuse to remove it: {evidence.directory_warning}")
+    return True
+
+
+def _left_record(evidence: Evidence, holders: list[Holder], problems: list[str]) -> bool:
+    """Name a holder record or foreign bytes left in the lock file; whether there are any."""
+    left = False
     recorded = _recorded_holder(evidence, holders)
-    doubt = _record_doubt(evidence)
     if recorded is not None:
-        leftovers = True
+        left = True
+        doubt = _record_doubt(evidence)
+        named = who(recorded.pid, recorded.program)
+        condition = condition_words(recorded.status)
         if doubt:
             problems.append(f"a holder record is left behind and not trusted: {doubt}")
         elif recorded.alive:
-            problems.append(
-                f"the record names {who(recorded.pid, recorded.program)}, "
-                f"which {condition_words(recorded.status)} but does not hold the lock"
-            )
+            problems.append(f"the record names {named}, which {condition} but does not hold the lock")
         else:
-            problems.append(
-                f"a holder record is left behind: the recorded owner {who(recorded.pid, recorded.program)} "
-                f"{condition_words(recorded.status)}"
-            )
+            problems.append(f"a holder record is left behind: the recorded owner {named} {condition}")
     if evidence.foreign_bytes:
         problems.append(
             f"the lock file holds {evidence.foreign_bytes} bytes that are not a holder record we can read"
         )
-        leftovers = True
-    if not leftovers and evidence.record_unreadable:
-        problems.append(
-            f"permission denied: cannot read {lock_path}, so whether a record is left behind is unknown"
-        )
-        return State.UNKNOWN
-    return State.STALE if leftovers else State.STOPPED
+        left = True
+    return left
 
 
 def _describe_lock(evidence: Evidence, holders: list[Holder], problems: list[str]) -> None:
