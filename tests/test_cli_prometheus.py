@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ctrlsock.cli import ExitCode
+from ctrlsock.cli.actions import gather_metrics
 from ctrlsock.cli.prometheus import (
     Family,
     MetricType,
@@ -462,6 +463,34 @@ def test_a_real_kea_passes_promtool_with_its_statistics(promtool: str, kea_daemo
     # Kea's names keep their own spelling in the label, brackets and dots included.
     names = {s.labels["name"] for s in samples if s.name == "ctrlsock_kea_statistic"}
     assert any(name.startswith("subnet[") for name in names) or "pkt4-sent" in names
+
+
+# --- which commands are sent, to real servers --------------------------------------------------------
+
+
+def test_a_running_server_without_our_record_is_asked_for_statistics_and_unsupported_is_no_failure(
+    sock_path: Path,
+) -> None:
+    # As a probe sees a ctrlsock daemon whose lock file it may not read: no record, so perhaps a Kea.
+    with serving(sock_path) as server:
+        metrics = gather_metrics(report(State.RUNNING, str(sock_path), answer_ms=1.0), timeout=5.0)
+    assert metrics.commands == {"status-get": True}  # statistic-get-all: unsupported, so not counted
+    assert metrics.statistics is None
+    assert metrics.status is not None and metrics.status["pid"] == server.pid
+
+
+def test_a_command_that_cannot_be_sent_is_a_failure_not_an_error(sock_path: Path) -> None:
+    metrics = gather_metrics(report(State.RUNNING, str(sock_path), answer_ms=1.0), timeout=0.5)
+    assert metrics.commands == {"status-get": False, "statistic-get-all": False}
+    assert metrics.status is None and metrics.statistics is None
+
+
+def test_only_a_running_socket_is_asked_anything(sock_path: Path) -> None:
+    with serving(sock_path):
+        for state in State:
+            if state != State.RUNNING:
+                metrics = gather_metrics(report(state, str(sock_path)), timeout=5.0)
+                assert (metrics.commands, metrics.status, metrics.statistics) == ({}, None, None), state
 
 
 # --- the command line ------------------------------------------------------------------------------

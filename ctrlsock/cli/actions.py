@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_SEND_TIMEOUT",
     "DEFAULT_STATUS_TIMEOUT",
     "TERMINATE_GRACE",
+    "gather_metrics",
     "parse_arguments",
     "read_request",
     "run_bench",
@@ -118,7 +119,7 @@ def run_status(
     elif chosen == StatusFormat.PROMETHEUS:
         from ctrlsock.cli.prometheus import render_prometheus  # noqa: PLC0415  (only this format pays)
 
-        sys.stdout.write(render_prometheus([_metrics_of(report, timeout) for report in reports]))
+        sys.stdout.write(render_prometheus([gather_metrics(report, timeout) for report in reports]))
     else:
         paint = Painter.for_stream(sys.stdout)
         write_lines([line for report in reports for line in render_report(report, paint)])
@@ -131,7 +132,7 @@ STATUS_COMMAND: Final = "status-get"
 KEA_STATISTICS_COMMAND: Final = "statistic-get-all"
 
 
-def _metrics_of(report: ProbeReport, timeout: float) -> SocketMetrics:
+def gather_metrics(report: ProbeReport, timeout: float) -> SocketMetrics:
     """The probe's report plus the replies of the commands sent for metrics, each within ``timeout``.
 
     Commands go only to a socket the probe found running: a stale or stuck one would only time out, and a
