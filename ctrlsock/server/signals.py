@@ -76,12 +76,12 @@ def watch(server: Stoppable, signals: Iterable[int] = DEFAULT_SIGNALS, *, ends_p
     elif not ends_process:
         known.ends_process = False  # install_signal_handlers(): the daemon decides what follows the stop
     for number in signals:
-        if number in _previous:
-            continue
         before = signal.getsignal(number)
+        if before is _handle:
+            continue
         if before is signal.SIG_IGN:
             continue  # the daemon chose to ignore it: not ours to change
-        _previous[number] = before
+        _previous[number] = before  # also when someone replaced ours meanwhile: theirs is chained now
         signal.signal(number, _handle)
     return True
 
@@ -117,7 +117,7 @@ def request_shutdown_exit(exit_value: int) -> bool:
 
 
 def _handle(number: int, frame: FrameType | None) -> None:
-    watched = list(_watched)
+    watched = [entry for entry in _watched if entry.server.is_serving]
     for entry in watched:
         entry.server.request_stop()
     if not any(entry.ends_process for entry in watched) and not _shutdown_exit:
