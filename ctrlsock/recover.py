@@ -38,7 +38,7 @@ from ctrlsock.holder_words import who as holder_who
 from ctrlsock.lock import SocketLock
 from ctrlsock.names import bind_path_for, lock_path_for, socket_name_for_bind
 from ctrlsock.probe import ProbeReport, State, probe
-from ctrlsock.procfs import HOW_INHERITED, HOW_LOCKER, find_lock_holders
+from ctrlsock.procfs import find_lock_holders
 from ctrlsock.record import MAX_RECORD_SIZE, HolderRecord, is_holder_record
 from ctrlsock.safepath import (
     ConnectOutcome,
@@ -292,7 +292,7 @@ def _require_held(lock: SocketLock) -> None:
     """The proof: the kernel says this process holds the flock on the file the lock path names now."""
     pid = os.getpid()
     holders = find_lock_holders(lock.lock_path) if lock.is_held else []
-    if not any(holder.pid == pid and holder.how in {HOW_LOCKER, HOW_INHERITED} for holder in holders):
+    if not any(holder.pid == pid and holder.holds_lock for holder in holders):
         raise RecoveryError(
             f"refusing to remove anything: this process does not hold the lock {lock.lock_path}",
             reasons=(f"{lock.lock_path}: not held by pid {pid}",),

@@ -22,7 +22,7 @@ from typing import Final
 
 from ctrlsock.holder_words import who as holder_who
 from ctrlsock.probe import Holder, HolderHow, ProbeReport, State, probe
-from ctrlsock.procfs import read_process
+from ctrlsock.procfs import ProcessStatus, read_process
 from ctrlsock.recover import Action, ActionKind
 
 __all__ = ["terminate_holders"]
@@ -59,7 +59,7 @@ _BYSTANDERS: Final = frozenset({HolderHow.INHERITED_DESCRIPTOR, HolderHow.LISTEN
 
 
 def _proven_frozen(holder: Holder) -> bool:
-    return holder.frozen is True or holder.status == "stopped"
+    return holder.frozen is True or holder.status is ProcessStatus.STOPPED
 
 
 def _why_spared(holder: Holder) -> str | None:
