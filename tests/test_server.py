@@ -1,7 +1,8 @@
-"""The command channel over real AF_UNIX sockets, thread embedding (the epoll engine)."""
+"""The command channel over real AF_UNIX sockets, in both embeddings (``make_server`` is parametrized)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -94,14 +95,24 @@ def add_test_commands(server: ControlServer) -> None:
         return Reply(0, "awaited", {"x": arguments})
 
 
-@pytest.fixture
-def make_server(sock_path: Path) -> Iterator[Callable[..., ControlServer]]:
+@pytest.fixture(params=["thread", "asyncio"])
+def make_server(request: pytest.FixtureRequest, sock_path: Path) -> Iterator[Callable[..., ControlServer]]:
+    """Servers in the thread embedding, or on an asyncio loop that runs in another thread: every test that
+    uses it (or ``server``) runs against both."""
     started: list[ControlServer] = []
+    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
 
     def make(config: ServerConfig = FAST, **kwargs: Any) -> ControlServer:
         server = ControlServer(sock_path, program="test-server", version="1.2.3", config=config, **kwargs)
         add_test_commands(server)
-        server.start_in_thread()
+        if request.param == "thread":
+            server.start_in_thread()
+        else:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="test loop", daemon=True)
+            thread.start()
+            loops.append((loop, thread))
+            asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
         started.append(server)
         return server
 
@@ -110,6 +121,10 @@ def make_server(sock_path: Path) -> Iterator[Callable[..., ControlServer]]:
     finally:
         for server in started:
             server.stop()
+        for loop, thread in loops:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
 
 
 @pytest.fixture

@@ -134,6 +134,7 @@ class ControlServer:
         self._error: BaseException | None = None
         self._stop_wanted: float | None = None  # a stop asked for before the engine could take it
         self._signals_end_process = False
+        self._stop_unobserved = False  # asyncio: a stop finished while nobody awaited the server
 
     # --- commands ------------------------------------------------------------------------------------
 
@@ -450,6 +451,19 @@ class ControlServer:
         Raises:
             ServerError: the serving thread had failed (its exception is chained).
         """
+        waiter = self._waiter
+        if isinstance(waiter, AsyncioWaiter):
+            # Served by a loop in another thread: ask it, then wait here for its clean stop.
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is waiter.loop:
+                raise ServerError("stop() would block the loop it waits for: use close() and wait_closed()")
+            self.request_stop(timeout)
+            self._stopped.wait()
+            self._stop_unobserved = False
+            return
         self.request_stop(timeout)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -509,16 +523,18 @@ class ControlServer:
             self._closed()
             signals.unwatch(self)
             raise
+        self._stop_unobserved = False
         waiter.on_finished = lambda: self._async_finished(waiter)
         self._set_waiter(waiter)
         self._ready()
 
     def _async_finished(self, waiter: AsyncioWaiter) -> None:
-        """The loop's stop is complete: if a signal waits for it, clean up and deliver it now (the daemon
-        may not be in ``serve_forever()``); otherwise ``serve_forever()``/``wait_closed()`` clean up."""
-        if signals.has_pending():
+        """The loop's stop is complete: clean up now (the daemon may not be awaiting us), then deliver a
+        signal that waits for it."""
+        if self._waiter is waiter:
             self._finish_async(waiter)
-            signals.server_finished(self)
+            self._stop_unobserved = True  # for a serve_forever() that comes only now: it returns at once
+        signals.server_finished(self)
 
     async def serve_forever(self, *, handle_signals: bool = True) -> None:
         """Serve until stopped (``close()``, a signal, ``shutdown``), then finish the clean stop.
@@ -529,6 +545,9 @@ class ControlServer:
         """
         waiter = self._waiter
         if not isinstance(waiter, AsyncioWaiter):
+            if self._stop_unobserved:
+                self._stop_unobserved = False  # started, then stopped before we were awaited
+                return
             await self.start(handle_signals=handle_signals)
             waiter = self._waiter
             assert isinstance(waiter, AsyncioWaiter)
@@ -542,6 +561,7 @@ class ControlServer:
             signals.unwatch(self)
             raise
         self._finish_async(waiter)
+        self._stop_unobserved = False
         signals.server_finished(self)  # may end the process now, as a signal that stopped us would
 
     def close(self) -> None:
@@ -553,6 +573,7 @@ class ControlServer:
         if isinstance(waiter, AsyncioWaiter):
             await waiter.wait_stopped()
             self._finish_async(waiter)
+        self._stop_unobserved = False
 
     def _finish_async(self, waiter: AsyncioWaiter) -> None:
         if self._waiter is waiter and waiter.stopped:
