@@ -55,6 +55,7 @@ __all__ = [
     "holds_socket",
     "is_flock_held",
     "listening_socket_inodes",
+    "parse_listening_sockets",
     "read_cpu_ticks",
     "read_process",
 ]
@@ -552,15 +553,23 @@ def listening_socket_inodes(addresses: Iterable[str]) -> dict[int, str]:
     Read from ``/proc/net/unix``, which shows the address given to ``bind()`` even when the file at that
     path has since been unlinked or renamed (as ``link()`` + ``unlink()`` of a temporary name leaves it).
     """
-    wanted = set(addresses)
+    return parse_listening_sockets(_read_text(PROC / "net/unix") or "", set(addresses))
+
+
+def parse_listening_sockets(text: str, addresses: set[str]) -> dict[int, str]:
+    """The listening sockets bound to one of ``addresses`` in the text of ``/proc/net/unix``; never raises.
+
+    Lines read ``Num RefCount Protocol Flags Type St Inode Path``; the path is the rest of the line (it may
+    hold spaces), absent for an unbound socket.
+    """
     found: dict[int, str] = {}
-    text = _read_text(PROC / "net/unix") or ""
-    for line in text.splitlines()[1:]:
+    # Split on newlines only: a path may hold any other byte, including those str.splitlines() breaks at.
+    for line in text.split("\n")[1:]:
         fields = line.split(maxsplit=7)
         if len(fields) < 8:
             continue
         _, _, _, flags, _, _, inode, address = fields
-        if address not in wanted:
+        if address not in addresses:
             continue
         try:
             if int(flags, 16) & _SO_ACCEPTCON:

@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from ctrlsock.lock import lock_path_for, take_lock
 from ctrlsock.procfs import (
     HOW_INHERITED,
@@ -26,6 +29,7 @@ from ctrlsock.procfs import (
     holds_socket,
     is_flock_held,
     listening_socket_inodes,
+    parse_listening_sockets,
     read_cpu_ticks,
     read_process,
 )
@@ -229,3 +233,29 @@ def test_cpu_ticks_grow_while_a_process_works() -> None:
     assert after is not None and after[0] > before[0]
     assert after[1] == "R"
     assert read_cpu_ticks(2**22 + 1) is None
+
+
+_NET_UNIX_HEADER = "Num       RefCount Protocol Flags    Type St Inode Path\n"
+
+
+@given(
+    inode=st.integers(min_value=1, max_value=2**40),
+    flags=st.sampled_from([0x10000, 0x0, 0x10001]),
+    address=st.text(
+        alphabet=st.characters(blacklist_characters="\n\r\x00", blacklist_categories=["Zl", "Zp"]), min_size=1
+    )
+    .map(lambda text: "/" + text.strip())
+    .filter(lambda text: text.strip() == text),
+)
+def test_parse_listening_sockets_finds_a_listener_by_its_address(
+    inode: int, flags: int, address: str
+) -> None:
+    line = f"0000000000000000: 00000002 00000000 {flags:08X} 0001 01 {inode:5d} {address}\n"
+    other = "0000000000000000: 00000002 00000000 00010000 0001 01 77 /elsewhere\n"
+    found = parse_listening_sockets(_NET_UNIX_HEADER + other + line, {address})
+    assert found == ({inode: address} if flags & 0x10000 else {})
+
+
+@given(st.text())
+def test_parse_listening_sockets_never_raises(text: str) -> None:
+    assert isinstance(parse_listening_sockets(text, {"/x"}), dict)
