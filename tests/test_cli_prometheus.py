@@ -275,6 +275,21 @@ def test_families_are_written_whole_for_several_sockets() -> None:
     assert all(name.startswith("ctrlsock_") for name in families)
 
 
+def test_a_label_set_is_written_once_whatever_the_input() -> None:
+    twice = holder(5, "d", HolderHow.LOCK_OWNER)
+    item = SocketMetrics(
+        report(State.STUCK, holders=[twice, twice]),
+        status={"a.b": 1, "a": {"b": 2}},
+        statistics={"x": [[1, "t"]]},
+    )
+    both = render_prometheus([item, item])  # the same socket twice
+    _, samples = read_exposition(both)
+    keys = [(s.name, tuple(sorted(s.labels.items()))) for s in samples]
+    assert len(keys) == len(set(keys))
+    # Keys are taken in sorted order ("a" before "a.b") and the first wins.
+    assert value_of(samples, "ctrlsock_daemon_status_value", name="a.b") == 2
+
+
 def test_nothing_to_report_is_an_empty_exposition() -> None:
     assert render_prometheus([]) == ""
 

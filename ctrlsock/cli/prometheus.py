@@ -58,6 +58,7 @@ class Family:
     type: MetricType
     help: str
     samples: list[tuple[Labels, Number]] = field(default_factory=list)
+    _seen: set[Labels] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         if not _METRIC_NAME.fullmatch(self.name):
@@ -70,7 +71,11 @@ class Family:
         for name, _ in labels:
             if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
                 raise ValueError(f"label name {name!r} does not match {_LABEL_NAME.pattern}")
-        self.samples.append((labels, value))
+        # A second sample with the same labels would make Prometheus refuse the whole scrape; the
+        # first wins (nested status-get keys {"a.b": 1, "a": {"b": 2}} both read "a.b", for one).
+        if labels not in self._seen:
+            self._seen.add(labels)
+            self.samples.append((labels, value))
 
 
 @dataclass(frozen=True)
@@ -257,7 +262,6 @@ def metric_families(items: Sequence[SocketMetrics]) -> list[Family]:
         answered.add(socket, int(report.answer_ms is not None))
         if report.answer_ms is not None:
             answer.add(socket, report.answer_ms / 1000.0)
-        seen: set[Labels] = set()
         for holder in report.holders:
             labels: Labels = (
                 *socket,
@@ -265,9 +269,7 @@ def metric_families(items: Sequence[SocketMetrics]) -> list[Family]:
                 ("program", _text(holder.program or "")),
                 ("how", str(holder.how)),
             )
-            if labels not in seen:  # one series per label set
-                seen.add(labels)
-                holders.add(labels, 1)
+            holders.add(labels, 1)
         problems.add(socket, len(report.problems))
         for command, ok in sorted(item.commands.items()):
             command_ok.add((*socket, ("command", command)), int(ok))
