@@ -7,6 +7,11 @@ the runtime dependencies and out of ``status``'s start-up.
 
 Every family is written whole (HELP, TYPE, then all its samples) before the next one: the format allows
 no interleaving. Each sample carries a ``socket`` label, the socket path as given to the probe.
+
+``status-get`` keys with a known meaning (Kea's ``pid``, ``uptime``, ``reload``; ctrlsock's connection and
+command counts) get metrics of their own; any other number in it, nested maps included (an extension key
+such as ``ctrlsock``), is a ``ctrlsock_daemon_status_value`` with its key path as ``name``, so numbers a
+daemon adds later are exported without a change here.
 """
 
 from __future__ import annotations
@@ -17,10 +22,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-if TYPE_CHECKING:
-    from ctrlsock.probe import ProbeReport
+from ctrlsock.probe import ProbeReport, State
 
 __all__ = [
     "CONTENT_TYPE",
@@ -138,8 +142,6 @@ _STATUS_METRICS: Final[tuple[tuple[str, str, MetricType, str], ...]] = (
     ),
 )
 _KNOWN_STATUS_KEYS: Final = frozenset(key for key, *_ in _STATUS_METRICS)
-# Where a ctrlsock daemon may put further numbers in status-get: a key Kea's clients ignore.
-STATUS_EXTENSION_KEY: Final = "ctrlsock"
 
 
 def escape_label_value(value: str) -> str:
@@ -214,8 +216,6 @@ def _flatten(prefix: str, value: object) -> Iterable[tuple[str, Number]]:
 
 def metric_families(items: Sequence[SocketMetrics]) -> list[Family]:
     """The families for ``items``, in the order they are written; families without samples left out."""
-    from ctrlsock.probe import State  # noqa: PLC0415  (the probe is loaded already: it made the reports)
-
     state = Family(
         "ctrlsock_socket_state",
         MetricType.GAUGE,
