@@ -34,7 +34,7 @@ from ctrlsock.cli.prometheus import (
 from ctrlsock.probe import Holder, HolderHow, ProbeReport, State
 from tests.children.cli_support import run_cli, serving
 from tests.kea import KeaDaemon, ask_kea
-from tests.support import wait_for_state
+from tests.support import REPO_DIR, wait_for_state
 from tests.test_cli_startup import assert_lean, loaded_by
 
 # --- a strict reader of the text format --------------------------------------------------------------
@@ -288,6 +288,18 @@ def test_a_label_set_is_written_once_whatever_the_input() -> None:
     assert len(keys) == len(set(keys))
     # Keys are taken in sorted order ("a" before "a.b") and the first wins.
     assert value_of(samples, "ctrlsock_daemon_status_value", name="a.b") == 2
+
+
+def test_the_readme_names_every_metric_family_and_no_other() -> None:
+    item = SocketMetrics(
+        report(State.RUNNING, answer_ms=1.0, holders=[holder(1, "d")]),
+        status={**STATUS_GET_CTRLSOCK, **STATUS_GET_KEA},
+        statistics=STATISTICS_KEA,
+        commands={"status-get": True},
+    )
+    families, _ = read_exposition(render_prometheus([item]))
+    readme = (REPO_DIR / "README.md").read_text()
+    assert set(re.findall(r"`(ctrlsock_[a-z_]+)", readme)) == set(families)
 
 
 def test_nothing_to_report_is_an_empty_exposition() -> None:
