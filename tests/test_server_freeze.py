@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,14 @@ import pytest
 
 from tests.children.server_client import ask, connect, read_to_eof
 from tests.support import Child, wait_for_state
+
+
+def polls(seconds: float = 10.0) -> Iterator[None]:
+    """Iterations until a deadline, for asking the server (it answers at once) until a state shows."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        yield
+
 
 IDLE_TIMEOUT = 0.3
 WAIT = 10.0
@@ -26,7 +35,7 @@ def open_connections(sock_path: Path) -> int:
 def freeze_and_ask(child: Child, sock_path: Path, clients: list[socket.socket]) -> list[dict[str, Any]]:
     # Connections the server has accepted and waits on (their idle timers run)...
     clients.extend(connect(sock_path, timeout=WAIT) for _ in range(5))
-    for _ in range(1000):
+    for _ in polls():
         if open_connections(sock_path) == len(clients) + 1:
             break
     assert open_connections(sock_path) == len(clients) + 1

@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,14 @@ from ctrlsock.lock import lock_path_for, read_record
 from ctrlsock.server import CommandContext, ControlServer, ServerConfig, ServerState
 from tests.children.server_client import ask, connect, read_to_eof
 from tests.test_server import LogWatch
+
+
+def polls(seconds: float = 10.0) -> Iterator[None]:
+    """Iterations until a deadline, for asking the server (it answers at once) until a state shows."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        yield
+
 
 WAIT = 10.0
 """Seconds a test waits for an event that must come (never reached when the code is right)."""
@@ -218,7 +227,7 @@ def test_user_handlers_run_one_at_a_time_by_default(
         assert first.entered.wait(WAIT)
         two = ask_later(pool, path, "second")
         status: dict[str, Any] = {}
-        for _ in range(1000):  # status-get is answered at once; the queued command shows up in it
+        for _ in polls():  # status-get is answered at once; the queued command shows up in it
             status = ask(path, "status-get", timeout=WAIT)["arguments"]
             if status["commands-waiting"] == 1:
                 break
@@ -285,7 +294,7 @@ def test_stop_with_a_hung_handler_answers_every_waiting_client(
         running = ask_later(pool, path, "hung")
         assert hung.entered.wait(WAIT)
         behind = ask_later(pool, path, "queued")
-        for _ in range(1000):
+        for _ in polls():
             if ask(path, "status-get", timeout=WAIT)["arguments"]["commands-waiting"] == 1:
                 break
         embedded.stop(0.3)  # returns although the handler hangs on
@@ -366,7 +375,7 @@ def test_a_partial_request_dropped_at_the_end_of_the_grace_period_is_answered_an
     path = embedded.server.socket_path
     with connect(path, timeout=WAIT) as sock:
         sock.sendall(b'{"command": "versi')
-        for _ in range(1000):  # the partial request is in the server before the stop
+        for _ in polls():  # the partial request is in the server before the stop
             if ask(path, "status-get", timeout=WAIT)["arguments"]["connections-open"] == 2:
                 break
         embedded.stop(0.2)

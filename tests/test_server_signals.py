@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +17,14 @@ from ctrlsock.lock import lock_path_for
 from ctrlsock.server import ControlServer
 from tests.children.server_client import ask, connect, read_to_eof
 from tests.support import Child
+
+
+def polls(seconds: float = 10.0) -> Iterator[None]:
+    """Iterations until a deadline, for asking the server (it answers at once) until a state shows."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        yield
+
 
 WAIT = 10.0
 
@@ -95,7 +105,7 @@ def test_sigterm_with_a_hung_handler_answers_its_client_and_ends(embedding: str,
         child.expect_ready()
         with connect(sock_path, timeout=WAIT) as sock, ThreadPoolExecutor(1) as pool:
             sock.sendall(b'{"command": "hang"}')
-            for _ in range(1000):  # the hang command runs before the signal comes
+            for _ in polls():  # the hang command runs before the signal comes
                 if ask(sock_path, "status-get")["arguments"]["commands-running"] == 1:
                     break
             reply = pool.submit(read_to_eof, sock)

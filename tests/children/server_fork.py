@@ -11,12 +11,21 @@ import os
 import socket
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ctrlsock.server import ControlServer, ServerConfig
 from tests.children.server_client import ask
+
+
+def polls(seconds: float = 10.0) -> Iterator[None]:
+    """Iterations until a deadline, for asking the server (it answers at once) until a state shows."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        yield
 
 
 def main() -> int:
@@ -26,7 +35,7 @@ def main() -> int:
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.connect(str(socket_path))  # accepted by the server, which then waits for its request
     client.sendall(b'{"command": ')
-    for _ in range(1000):  # until the server holds the accepted connection (it answers status-get at once)
+    for _ in polls():  # until the server holds the accepted connection (it answers status-get at once)
         if ask(socket_path, "status-get")["arguments"]["connections-open"] == 2:
             break
     started_read, started_write = os.pipe()
