@@ -167,8 +167,9 @@ class ControlServer:
         - user handlers run one at a time by default (as in Kea: handlers need no locking among
           themselves); ``ServerConfig(max_concurrent_handlers=N)`` lets N overlap;
         - accepting, reading, writing, timeouts and the inline built-ins never wait for a user handler;
-        - with ``timeout`` (seconds, or ``ServerConfig.handler_timeout`` by default), a client whose
-          handler overruns gets result 1 ``Error during command processing: 'NAME' did not finish within
+        - with ``timeout`` (seconds, or ``ServerConfig.handler_timeout`` by default; counted from when the
+          request arrived whole, waiting behind other handlers included), a client whose handler overruns
+          gets result 1 ``Error during command processing: 'NAME' did not finish within
           T s``. A thread cannot be killed: its late result is logged and dropped (a coroutine is
           cancelled).
 
