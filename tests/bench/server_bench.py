@@ -11,6 +11,7 @@ memory of replies to clients that do not read, and other clients' latency while 
     python3 tests/bench/server_bench.py slow [--engine thread asyncio] [--clients 2] [--duration 5]
     python3 tests/bench/server_bench.py stop [--grace 1.0]
     python3 tests/bench/server_bench.py nonreading [--stuck 40] [--size-mib 46] [--duration 5]
+    python3 tests/bench/server_bench.py requests
 
 Run from the repository root (the package need not be installed). Prints plain lines; ``--json`` for one
 JSON document.
@@ -474,12 +475,41 @@ def nonreading(options: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --- memory after large requests -----------------------------------------------------------------------
+
+
+def large_requests(options: argparse.Namespace) -> dict[str, Any]:
+    """RSS after one large config-set (the daemon then holds that config) and after twenty more."""
+    subnets = [{"id": index, "subnet": f"10.{index // 256}.{index % 256}.0/24"} for index in range(30_000)]
+    config = {"Dhcp4": {"subnet4": subnets}}
+    with tempfile.TemporaryDirectory(prefix="csb-", dir="/tmp") as temp:
+        config_file = Path(temp) / "config.json"
+        config_file.write_text(json.dumps({"Dhcp4": {}}))
+        with our_server(Path(temp), "thread", ("--config", str(config_file))) as path:
+            pid = _server_pid(path)
+            size = len(json.dumps({"command": "config-set", "arguments": config}))
+            assert _ask(path, "config-set", config)["result"] == 0
+            _ask(path, "version-get")
+            before = _rss_kib(pid)
+            for index in range(20):
+                config["Dhcp4"]["subnet4"][0]["id"] = index  # a new document each time, as a daemon gets
+                assert _ask(path, "config-set", config)["result"] == 0
+            _ask(path, "version-get")
+            after = _rss_kib(pid)
+    print(
+        f"config-set requests of {size / 1e6:.1f} MB: RSS {before / 1024:.1f} MiB after the first,"
+        f" {after / 1024:.1f} MiB after twenty more (idle again)",
+        flush=True,
+    )
+    return {"request_mb": size / 1e6, "before_mib": before / 1024, "after_mib": after / 1024}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "what", choices=["throughput", "idle", "memory", "latency", "slow", "stop", "nonreading"]
+        "what", choices=["throughput", "idle", "memory", "latency", "slow", "stop", "nonreading", "requests"]
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=float, default=5.0)
@@ -500,6 +530,7 @@ def main() -> int:
         "slow": slow,
         "stop": bounded_stop,
         "nonreading": nonreading,
+        "requests": large_requests,
     }[options.what]
     summary = runner(options)
     if options.json:
