@@ -6,8 +6,10 @@ tests wait for those lines, then look at the files.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,19 +39,34 @@ def log_watch() -> Iterator[LogWatch]:
         logger.setLevel(old_level)
 
 
-@pytest.fixture
-def serve(sock_path: Path) -> Iterator[ControlServer]:
+@pytest.fixture(params=["thread", "asyncio"])
+def serve(request: pytest.FixtureRequest, sock_path: Path) -> Iterator[Any]:
+    """Start a server in the thread embedding, or on an asyncio loop running in another thread."""
     servers: list[ControlServer] = []
+    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
 
     def start(config: ServerConfig) -> ControlServer:
         server = ControlServer(sock_path, program="upkeep-test", config=config)
-        server.start_in_thread()
+        if request.param == "thread":
+            server.start_in_thread()
+        else:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, daemon=True)
+            thread.start()
+            loops.append((loop, thread))
+            asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
         servers.append(server)
         return server
 
-    yield start  # type: ignore[misc]
-    for server in servers:
-        server.stop()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+        for loop, thread in loops:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
 
 
 def test_socket_and_lock_file_are_touched(serve: Any, sock_path: Path, log_watch: LogWatch) -> None:

@@ -261,6 +261,8 @@ class Engine:
         """Run ``task(now)`` at ``first`` and then whenever it says (its return value; None: never)."""
         self._maintenance = task
         self._maintenance_at = first
+        if self._waiter is not None:
+            self._waiter.deadline_added()  # asyncio schedules its timer only when told
 
     def replace_listener(self, sock: socket.socket) -> None:
         """Serve on a newly bound listener (the old one's path was deleted): accept what the old one has
