@@ -1,12 +1,15 @@
-"""A closed-loop load generator for any Kea-style control socket (ours or Kea's own).
+"""A closed-loop load generator for any Kea-style control socket (ours or Kea's own), or HTTP endpoint.
 
 Each of N client *processes* repeats, as fast as replies come back: connect, send one command, read the
-reply to EOF, close, parse the reply. Processes rather than threads, because one Python process cannot
-drive a fast server hard enough (the GIL would measure us, not the server). A reply that does not parse,
-or a connection that fails, counts as an error by kind and never stops the run.
+reply to EOF, close, parse the reply. Against an HTTP(S) endpoint each process keeps one persistent
+connection instead (reopened when the server closes it), as kea-shell and Kea's own HTTP clients do.
+Processes rather than threads, because one Python process cannot drive a fast server hard enough (the
+GIL would measure us, not the server). A reply that does not parse, or a connection that fails, counts
+as an error by kind and never stops the run.
 
 The module only needs a raw ``AF_UNIX`` socket and ``json``: it measures a server, so it must not share
-the client code paths it may be used to judge.
+the client code paths it may be used to judge. Over HTTP it shares only the sans-IO HTTP layer (h11's
+parser) and the TLS context settings, not the blocking client.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-from ctrlsock.errors import RemoteProtocolError
+from ctrlsock.errors import BadReplyError, RemoteProtocolError, TruncatedReplyError
 from ctrlsock.protocol import JsonFeed
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnContext
+    from ssl import SSLContext
+
+    from ctrlsock.http_protocol import ClientConnection, ControlUrl
 
 DEFAULT_CLIENTS: Final = 4
 DEFAULT_DURATION: Final = 5.0
@@ -45,6 +51,82 @@ TIMEOUT: Final = "timeout"
 TRUNCATED: Final = "truncated"
 BAD_REPLY: Final = "bad-reply"
 OS_ERROR: Final = "os-error"
+TLS: Final = "tls"
+#: An HTTP status other than 200 counts as ``http-<status>``, e.g. ``http-401``.
+HTTP_STATUS_PREFIX: Final = "http-"
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """An HTTP(S) control endpoint to measure, with what it takes to be let in."""
+
+    url: str
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class _HttpStatusError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _HttpSession:
+    """One worker's persistent connection: sends the request, returns the body of a 200 response."""
+
+    def __init__(self, target: HttpTarget, request: bytes, timeout: float) -> None:
+        from ctrlsock.http_protocol import Credentials, Scheme, parse_control_url  # noqa: PLC0415
+
+        self.url: ControlUrl = parse_control_url(target.url)
+        self.credentials = (
+            Credentials(target.user, target.password or "") if target.user is not None else None
+        )
+        self.request = request
+        self.timeout = timeout
+        self.tls: SSLContext | None = None
+        if self.url.scheme is Scheme.HTTPS:
+            from ctrlsock.http_client import tls_context  # noqa: PLC0415
+
+            self.tls = tls_context(ca=target.ca, cert=target.cert, key=target.key)
+        self.sock: socket.socket | None = None
+        self.conn: ClientConnection | None = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.conn = None
+
+    def exchange(self) -> bytes:
+        from ctrlsock.http_protocol import NEED_DATA, ClientConnection  # noqa: PLC0415
+
+        try:
+            if self.sock is None or self.conn is None:
+                sock = socket.create_connection((self.url.host, self.url.port), timeout=self.timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None:
+                    sock = self.tls.wrap_socket(sock, server_hostname=self.url.host)
+                self.sock, self.conn = sock, ClientConnection(self.url, credentials=self.credentials)
+            sock, conn = self.sock, self.conn
+            sock.sendall(conn.send_body(self.request))
+            while (reply := conn.next_reply()) is NEED_DATA:
+                conn.receive_data(sock.recv(_READ_SIZE))
+        except BaseException:
+            self.close()
+            raise
+        assert not isinstance(reply, type(NEED_DATA))
+        if reply.keep_alive:
+            conn.start_next_cycle()
+        else:
+            self.close()
+        if reply.status != 200:
+            raise _HttpStatusError(reply.status)
+        return reply.body
 
 
 @dataclass(frozen=True)
@@ -55,7 +137,7 @@ class BenchResult:
     also an error (an unsupported command answers fast, and a benchmark of it measures nothing).
     """
 
-    socket_path: Path
+    socket_path: Path | HttpTarget
     command: str
     clients: int
     duration: float
@@ -113,28 +195,35 @@ class BenchResult:
         }
 
 
-def encode_bench_request(command: str, arguments: Any = None) -> bytes:
+def encode_bench_request(
+    command: str, arguments: Any = None, service: tuple[str, ...] | None = None
+) -> bytes:
     """The request every client sends, compact JSON as Kea's own clients send it."""
     request: dict[str, Any] = {"command": command}
     if arguments is not None:
         request["arguments"] = arguments
+    if service is not None:
+        request["service"] = list(service)
     return json.dumps(request, separators=(",", ":")).encode()
 
 
 def parse_result(reply: bytes) -> int:
     """The ``result`` of one complete reply; ValueError when it is not a Kea-style reply.
 
-    ``kea-ctrl-agent`` wraps a reply in a list of one: accepted as well.
+    ``kea-ctrl-agent`` wraps replies in a list, one per service: each must be a reply, and the first
+    result that is not 0 counts (0 when all are).
     """
     document = json.loads(reply)
-    if isinstance(document, list) and len(document) == 1:
-        document = document[0]
-    if not isinstance(document, dict):
-        raise ValueError("reply is not a JSON object")
-    result = document.get("result")
-    if not isinstance(result, int) or isinstance(result, bool):
-        raise ValueError("reply has no integer 'result'")
-    return result
+    entries = document if isinstance(document, list) and document else [document]
+    results = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ValueError("reply is not a JSON object")
+        result = entry.get("result")
+        if not isinstance(result, int) or isinstance(result, bool):
+            raise ValueError("reply has no integer 'result'")
+        results.append(result)
+    return next((result for result in results if result != 0), 0)
 
 
 def _one_command(path: str, request: bytes, timeout: float) -> bytes:
@@ -149,6 +238,8 @@ def _one_command(path: str, request: bytes, timeout: float) -> bytes:
 
 
 def _classify(error: OSError) -> str:
+    if type(error).__module__ == "ssl":  # ssl.SSLError and its kinds, without importing ssl here
+        return TLS
     if isinstance(error, FileNotFoundError):
         return NOT_FOUND
     if isinstance(error, ConnectionRefusedError):
@@ -162,7 +253,7 @@ def _classify(error: OSError) -> str:
 
 def _client_loop(
     *,
-    path: str,
+    path: str | HttpTarget,
     request: bytes,
     timeout: float,
     start: Any,  # multiprocessing.Event: the clock starts when it is set
@@ -173,6 +264,7 @@ def _client_loop(
     latencies = array.array("d")
     errors: Counter[str] = Counter()
     results: Counter[int] = Counter()
+    session = _HttpSession(path, request, timeout) if isinstance(path, HttpTarget) else None
     conn.send("ready")
     start.wait()
     stop_at = deadline.value
@@ -180,9 +272,22 @@ def _client_loop(
     while clock() < stop_at:
         began = clock()
         try:
-            reply = _one_command(path, request, timeout)
+            if session is not None:
+                reply = session.exchange()
+            else:
+                assert isinstance(path, str)
+                reply = _one_command(path, request, timeout)
         except OSError as error:
             errors[_classify(error)] += 1
+            continue
+        except _HttpStatusError as error:
+            errors[f"{HTTP_STATUS_PREFIX}{error.status}"] += 1
+            continue
+        except TruncatedReplyError:
+            errors[TRUNCATED] += 1
+            continue
+        except BadReplyError:
+            errors[BAD_REPLY] += 1
             continue
         elapsed = clock() - began
         if not reply:
@@ -196,6 +301,8 @@ def _client_loop(
             continue
         results[result] += 1
         latencies.append(elapsed)
+    if session is not None:
+        session.close()
     conn.send((latencies.tobytes(), dict(errors), dict(results), clock()))
     conn.close()
 
@@ -212,7 +319,7 @@ def _looks_truncated(reply: bytes) -> bool:
 
 
 def run_bench(
-    socket_path: Path,
+    socket_path: Path | HttpTarget,
     *,
     clients: int = DEFAULT_CLIENTS,
     duration: float = DEFAULT_DURATION,
@@ -221,11 +328,12 @@ def run_bench(
     timeout: float = DEFAULT_TIMEOUT,
     start_method: Literal["fork", "forkserver", "spawn"] = "fork",
     expect_result: int = 0,
+    service: tuple[str, ...] | None = None,
 ) -> BenchResult:
     """Run ``clients`` closed-loop client processes against ``socket_path`` for ``duration`` seconds.
 
     Args:
-        socket_path: the control socket (any Kea-compatible server).
+        socket_path: the control socket (any Kea-compatible server), or an HTTP(S) endpoint.
         clients: how many client processes, each with at most one command in flight.
         duration: seconds during which clients start new commands; commands in flight then finish.
         command: the command every client sends.
@@ -234,6 +342,7 @@ def run_bench(
         start_method: the multiprocessing start method; ``fork`` starts fastest, use ``forkserver`` or
             ``spawn`` from a process that runs threads.
         expect_result: the ``result`` a reply must have not to count as an error.
+        service: the request's ``service`` list (kea-ctrl-agent forwards to these), omitted when None.
 
     Returns:
         The tallies; ``commands`` counts only replies that parsed.
@@ -246,7 +355,7 @@ def run_bench(
         raise ValueError(f"clients must be at least 1, not {clients}")
     if duration <= 0:
         raise ValueError(f"duration must be positive, not {duration}")
-    request = encode_bench_request(command, arguments)
+    request = encode_bench_request(command, arguments, service)
     # typeshed types get_context(str) as BaseContext, which lacks Process; every real context has it.
     context = cast("SpawnContext", multiprocessing.get_context(start_method))
     start = context.Event()
@@ -259,7 +368,7 @@ def run_bench(
             worker = context.Process(
                 target=_client_loop,
                 kwargs={
-                    "path": str(socket_path),
+                    "path": socket_path if isinstance(socket_path, HttpTarget) else str(socket_path),
                     "request": request,
                     "timeout": timeout,
                     "start": start,

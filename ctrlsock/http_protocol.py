@@ -69,7 +69,6 @@ __all__ = [
     "User",
     "check_basic_auth",
     "error_body",
-    "is_url",
     "parse_control_url",
     "replies_from",
 ]
@@ -109,11 +108,6 @@ class ControlUrl:
 
     def __str__(self) -> str:
         return f"{self.scheme.value}://{self.host_header}{self.path}"
-
-
-def is_url(text: str) -> bool:
-    """Whether a command-line target is a URL rather than a socket path."""
-    return text.lower().startswith(("http://", "https://"))
 
 
 def parse_control_url(text: str) -> ControlUrl:

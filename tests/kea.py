@@ -238,8 +238,11 @@ def _free_loopback_port() -> int:
         return port
 
 
-def start_ctrl_agent(directory: Path, socket_path: Path) -> CtrlAgent:
-    """Start ``kea-ctrl-agent`` on a free loopback port, forwarding service ``dhcp4`` to ``socket_path``."""
+def start_ctrl_agent(directory: Path, socket_path: Path, *, extra: dict[str, Any] | None = None) -> CtrlAgent:
+    """Start ``kea-ctrl-agent`` on a free loopback port, forwarding service ``dhcp4`` to ``socket_path``.
+
+    ``extra`` is merged into its ``Control-agent`` map (``authentication``, ``trust-anchor``...).
+    """
     if shutil.which("kea-ctrl-agent") is None:
         if os.environ.get("CTRLSOCK_REQUIRE_KEA"):
             pytest.fail("kea-ctrl-agent is not installed but CTRLSOCK_REQUIRE_KEA is set")
@@ -254,6 +257,7 @@ def start_ctrl_agent(directory: Path, socket_path: Path) -> CtrlAgent:
             "loggers": [
                 {"name": "kea-ctrl-agent", "output_options": [{"output": str(log_path)}], "severity": "INFO"}
             ],
+            **(extra or {}),
         }
     }
     config_path = directory / "ctrl-agent.json"

@@ -96,6 +96,9 @@ def test_exit_code_table_is_the_documented_contract() -> None:
         "BENCH_ERRORS": 81,
         "NOT_CONFIRMED": 82,
         "ERROR": 83,
+        "HTTP_STATUS": 84,
+        "AUTH_FAILED": 85,
+        "TLS_FAILED": 86,
         "INTERRUPTED": 130,
     }
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ctrlsock.cli.paths import is_url
 from ctrlsock.errors import (
     AuthenticationError,
     BadReplyError,
@@ -39,7 +40,6 @@ from ctrlsock.http_protocol import (
     User,
     check_basic_auth,
     error_body,
-    is_url,
     parse_control_url,
     replies_from,
 )

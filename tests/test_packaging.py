@@ -230,7 +230,7 @@ def test_man_page_renders_without_warnings() -> None:
     text = re.sub(r".\x08", "", text)
     for heading in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "EXIT STATUS", "FILES", "SEE ALSO"):
         assert re.search(rf"^{heading}$", text, re.MULTILINE), heading
-    assert "ctrlsock send [SOCKET] [COMMAND]" in text
+    assert "ctrlsock send [SOCKET|URL] [COMMAND]" in text
 
 
 @pytest.fixture
@@ -258,7 +258,20 @@ def _bash_complete(directory: Path, *words: str) -> list[str]:
         (("ctrlsock", ""), ["bench", "cleanup", "send", "serve", "status"]),
         (("ctrlsock", "s"), ["send", "serve", "status"]),
         (("ctrlsock", "--v"), ["--version"]),
-        (("ctrlsock", "status", "--"), ["--format", "--help", "--json", "--timeout"]),
+        (
+            ("ctrlsock", "status", "--"),
+            [
+                "--auth-password-file",
+                "--auth-user",
+                "--ca",
+                "--cert",
+                "--format",
+                "--help",
+                "--json",
+                "--key",
+                "--timeout",
+            ],
+        ),
         (("ctrlsock", "status", "--format", "p"), ["prometheus"]),
         (("ctrlsock", "status", "a.sock", ""), ["conf.json", "ctrl.sock"]),  # any number of PATHs
         (("ctrlsock", "send", ""), ["conf.json", "ctrl.sock"]),  # SOCKET: a path

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ctrlsock.cli.exitcodes import CliError, ExitCode, cleanup_exit_code, status_exit_code
-from ctrlsock.cli.paths import path_arguments, socket_argument
+from ctrlsock.cli.paths import is_url, path_arguments, socket_argument
 from ctrlsock.cli.render import (
     Painter,
     StatusFormat,
@@ -31,6 +31,7 @@ from ctrlsock.cli.render import (
 from ctrlsock.errors import BadReplyError, ProtocolError, TruncatedReplyError
 
 if TYPE_CHECKING:
+    from ctrlsock.cli.http_actions import HttpOptions
     from ctrlsock.cli.prometheus import SocketMetrics
     from ctrlsock.probe import ProbeReport
     from ctrlsock.recover import Action
@@ -110,12 +111,31 @@ def status_format(as_json: bool, chosen: StatusFormat | None) -> StatusFormat:
 
 
 def run_status(
-    paths: Sequence[Path] | None, *, as_json: bool, timeout: float, output: StatusFormat | None = None
+    paths: Sequence[Path | str] | None,
+    *,
+    as_json: bool,
+    timeout: float,
+    output: StatusFormat | None = None,
+    http: HttpOptions | None = None,
 ) -> int:
+    """Probe socket paths and ask URLs; a URL's report says what cannot be judged from afar."""
     chosen = status_format(as_json, output)
-    reports = _probe_all(path_arguments(paths), timeout, empty_directory_ok=True)
+    urls = [str(path) for path in paths or () if is_url(path)]
+    files = [Path(path) for path in paths or () if not is_url(path)]
+    if http is not None and not urls:
+        http.refuse_for_socket(", ".join(map(str, files)) or "by default")
+    if urls and chosen == StatusFormat.PROMETHEUS:
+        raise CliError(
+            "--format prometheus reads sockets and their lock files, not urls", exit_code=ExitCode.USAGE
+        )
+    reports = _probe_all(path_arguments(files), timeout, empty_directory_ok=True) if files or not urls else []
+    url_reports = []
+    if urls:
+        from ctrlsock.cli.http_actions import HttpOptions, status_url  # noqa: PLC0415  (URLs only)
+
+        url_reports = [status_url(url, http or HttpOptions(), timeout=timeout) for url in urls]
     if chosen == StatusFormat.JSON:
-        write_json([report.to_json() for report in reports])
+        write_json([report.to_json() for report in reports] + [report.to_json() for report in url_reports])
     elif chosen == StatusFormat.PROMETHEUS:
         from ctrlsock.cli.prometheus import render_prometheus  # noqa: PLC0415  (only this format pays)
 
@@ -123,7 +143,12 @@ def run_status(
     else:
         paint = Painter.for_stream(sys.stdout)
         write_lines([line for report in reports for line in render_report(report, paint)])
-    return status_exit_code([value_of(report, "state") for report in reports])
+        if url_reports:
+            from ctrlsock.cli.http_actions import render_url_report  # noqa: PLC0415
+
+            write_lines([line for report in url_reports for line in render_url_report(report, paint)])
+    states = [value_of(report, "state") for report in reports] + [report.state for report in url_reports]
+    return status_exit_code(states)
 
 
 #: Asked of every running socket for ``--format prometheus``: Kea's and ctrlsock's daemons both have it.
@@ -176,24 +201,40 @@ STDIN_REQUEST: Final = "-"
 
 
 def run_send(
-    socket_path: Path | None,
+    target_argument: Path | str | None,
     command: str | None,
     *,
     arguments_text: str | None,
     services: Sequence[str] | None,
     timeout: float,
     raw: bool,
+    as_json: bool = False,
+    http: HttpOptions | None = None,
 ) -> int:
     """Send one command, or a whole request read from standard input, and print the reply.
 
     ``send SOCKET -``, or ``send SOCKET`` with standard input not a terminal, reads a request document
     from standard input, checks it with the server's own framer and rules, and sends it byte for byte,
-    as ``socat UNIX:SOCKET -`` would.
+    as ``socat UNIX:SOCKET -`` would. A URL target sends it over HTTP(S) instead.
     """
     import json  # noqa: PLC0415
 
     from ctrlsock.protocol import JsonFeed, Request, decode_reply, encode_request  # noqa: PLC0415
 
+    if target_argument is not None and is_url(target_argument):
+        return _send_http(
+            str(target_argument),
+            command,
+            arguments_text=arguments_text,
+            services=services,
+            timeout=timeout,
+            raw=raw,
+            as_json=as_json,
+            http=http,
+        )
+    if http is not None:
+        http.refuse_for_socket(target_argument or "by default")
+    socket_path = None if target_argument is None else Path(target_argument)
     if command is None and socket_path is not None and not _names_a_socket(socket_path):
         # ``ctrlsock send COMMAND``: the one positional given is the command, on the default socket.
         command, socket_path = str(socket_path), None
@@ -239,6 +280,8 @@ def run_send(
     if raw:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
+    elif as_json:
+        write_json([json.loads(document)])
     else:
         write_json(json.loads(document))
     if not 0 <= reply.result <= 5:
@@ -246,6 +289,58 @@ def run_send(
             f"reply result {reply.result} is not a Kea result code (0-5)", exit_code=ExitCode.BAD_REPLY
         )
     return int(reply.result)
+
+
+def _send_http(
+    url: str,
+    command: str | None,
+    *,
+    arguments_text: str | None,
+    services: Sequence[str] | None,
+    timeout: float,
+    raw: bool,
+    as_json: bool,
+    http: HttpOptions | None,
+) -> int:
+    from ctrlsock.cli.http_actions import HttpOptions, run_send_http  # noqa: PLC0415  (URLs only)
+
+    options = http or HttpOptions()
+    options = HttpOptions(
+        tuple(services) if services else None,
+        options.auth_user,
+        options.auth_password_file,
+        options.ca,
+        options.cert,
+        options.key,
+    )
+    if command is None:
+        if sys.stdin.isatty():
+            raise CliError(
+                "missing COMMAND (or a request on standard input); see 'ctrlsock send --help'",
+                exit_code=ExitCode.USAGE,
+            )
+        command = STDIN_REQUEST
+    request = None
+    arguments = None
+    if command == STDIN_REQUEST:
+        if arguments_text is not None or services:
+            raise CliError(
+                "--arguments and --service cannot be combined with a request read from standard input",
+                exit_code=ExitCode.USAGE,
+            )
+        request = read_request(sys.stdin.buffer.read())
+    else:
+        arguments = parse_arguments(arguments_text)
+    return run_send_http(
+        url,
+        command=command,
+        arguments=arguments,
+        request=request,
+        options=options,
+        timeout=timeout,
+        raw=raw,
+        as_json=as_json,
+    )
 
 
 def _names_a_socket(path: Path) -> bool:
@@ -462,7 +557,7 @@ def _action_json(action: Action) -> dict[str, Any]:
 
 
 def run_bench(
-    socket_path: Path | None,
+    target_argument: Path | str | None,
     *,
     clients: int,
     duration: float,
@@ -470,16 +565,25 @@ def run_bench(
     arguments_text: str | None,
     as_json: bool,
     expect_result: int = 0,
+    services: Sequence[str] | None = None,
+    http: HttpOptions | None = None,
 ) -> int:
     from ctrlsock import bench  # noqa: PLC0415
 
-    target = socket_argument(socket_path)
     arguments = parse_arguments(arguments_text)
-    request = bench.encode_bench_request(command, arguments)
-    # One command first, through the client: a missing socket or a refusal gets its own clear error and
-    # exit code instead of a run that counts nothing but errors.
-    with contextlib.suppress(TruncatedReplyError, BadReplyError, ProtocolError):
-        send_checked(target, request, timeout=bench.DEFAULT_TIMEOUT)  # a bad reply is the run's to count
+    service = tuple(services) if services else None
+    request = bench.encode_bench_request(command, arguments, service)
+    target: Path | bench.HttpTarget
+    if target_argument is not None and is_url(target_argument):
+        target = _http_bench_target(str(target_argument), http, request)
+    else:
+        if http is not None:
+            http.refuse_for_socket(target_argument or "by default")
+        target = socket_argument(None if target_argument is None else Path(target_argument))
+        # One command first, through the client: a missing socket or a refusal gets its own clear error
+        # and exit code instead of a run that counts nothing but errors.
+        with contextlib.suppress(TruncatedReplyError, BadReplyError, ProtocolError):
+            send_checked(target, request, timeout=bench.DEFAULT_TIMEOUT)  # a bad reply is the run's to count
     result = bench.run_bench(
         target,
         clients=clients,
@@ -487,6 +591,7 @@ def run_bench(
         command=command,
         arguments=arguments,
         expect_result=expect_result,
+        service=service,
     )
     if as_json:
         write_json(result.to_json())
@@ -507,3 +612,27 @@ def run_bench(
             exit_code=ExitCode.BENCH_ERRORS,
         )
     return ExitCode.OK
+
+
+def _http_bench_target(url: str, http: HttpOptions | None, request: bytes) -> Any:
+    """The endpoint to measure, after one command through the client (its errors get their codes)."""
+    from ctrlsock import bench  # noqa: PLC0415
+    from ctrlsock.cli.http_actions import HttpOptions  # noqa: PLC0415
+    from ctrlsock.http_protocol import replies_from  # noqa: PLC0415
+
+    options = http or HttpOptions()
+    credentials = options.credentials()
+    with (
+        options.client(url, timeout=bench.DEFAULT_TIMEOUT) as client,
+        contextlib.suppress(TruncatedReplyError, BadReplyError, ProtocolError),
+    ):
+        # A refusal, a 401 or a TLS failure raises here with its own exit code; a bad reply is the run's.
+        replies_from(client.exchange(request), client.url)
+    return bench.HttpTarget(
+        str(client.url),
+        user=None if credentials is None else credentials.user,
+        password=None if credentials is None else credentials.password,
+        ca=None if options.ca is None else str(options.ca),
+        cert=None if options.cert is None else str(options.cert),
+        key=None if options.key is None else str(options.key),
+    )

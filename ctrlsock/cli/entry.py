@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ctrlsock.cli.actions import DEFAULT_STATUS_TIMEOUT, run_status
 from ctrlsock.cli.exitcodes import CliError, ExitCode, exit_code_for
-from ctrlsock.cli.paths import PROG
+from ctrlsock.cli.paths import PROG, is_url
 from ctrlsock.cli.render import StatusFormat, error_line
 from ctrlsock.errors import CtrlSockError
 
@@ -34,7 +34,7 @@ FLAGS: Final[dict[str, frozenset[str]]] = {
     "serve": frozenset(),
     "status": frozenset({"--json"}),
     "cleanup": frozenset({"--dry-run", "--json", "--terminate-holders", "--yes", "-y"}),
-    "send": frozenset({"--raw"}),
+    "send": frozenset({"--raw", "--json"}),
     "bench": frozenset({"--json"}),
 }
 # The words click would read as a boolean: after a flag, almost surely meant as its value.
@@ -75,7 +75,7 @@ def fast_status(args: Sequence[str]) -> int | None:
     """
     if not args or args[0] != "status" or f"_{PROG.upper()}_COMPLETE" in os.environ:
         return None
-    paths: list[Path] = []
+    paths: list[Path | str] = []
     as_json = False
     output: StatusFormat | None = None
     timeout = DEFAULT_STATUS_TIMEOUT
@@ -99,7 +99,8 @@ def fast_status(args: Sequence[str]) -> int | None:
         elif arg.startswith("-") or not arg:
             return None
         else:
-            paths.append(Path(arg))
+            # A URL stays text: Path() would fold its "//".
+            paths.append(arg if is_url(arg) else Path(arg))
     return run_status(paths, as_json=as_json, timeout=timeout, output=output)
 
 

@@ -16,9 +16,11 @@ from enum import IntEnum
 from typing import Final
 
 from ctrlsock.errors import (
+    AuthenticationError,
     BadReplyError,
     ClientTimeoutError,
     CtrlSockError,
+    HttpStatusError,
     LockHeldError,
     ProtocolError,
     RecoveryError,
@@ -27,6 +29,7 @@ from ctrlsock.errors import (
     SocketNotFoundError,
     SocketPathTooLongError,
     SocketPermissionError,
+    TlsError,
     TruncatedReplyError,
     UnsafePathError,
 )
@@ -84,6 +87,9 @@ class ExitCode(IntEnum):
     BENCH_ERRORS = 81
     NOT_CONFIRMED = 82
     ERROR = 83
+    HTTP_STATUS = 84
+    AUTH_FAILED = 85
+    TLS_FAILED = 86
     INTERRUPTED = 130
 
 
@@ -183,6 +189,12 @@ FAILURE_MEANINGS: Final[dict[ExitCode, str]] = {
         "`cleanup --terminate-holders` was not confirmed (stdin is not a terminal and `--yes` is missing)"
     ),
     ExitCode.ERROR: "any other ctrlsock error",
+    ExitCode.HTTP_STATUS: "an HTTP(S) endpoint answered with an HTTP error status (400, 404, 500...)",
+    ExitCode.AUTH_FAILED: "an HTTP(S) endpoint refused the credentials, or wanted some (HTTP 401 or 403)",
+    ExitCode.TLS_FAILED: (
+        "TLS failed: an untrusted or mismatched certificate, a refused client certificate, or a `--ca`, "
+        "`--cert` or `--key` file that cannot be loaded"
+    ),
     ExitCode.INTERRUPTED: "interrupted",
 }
 
@@ -279,6 +291,9 @@ def exit_code_for(error: BaseException) -> ExitCode:
     # Most specific first: several of these share builtin bases (ConnectionError, PermissionError).
     table: tuple[tuple[type[BaseException], ExitCode], ...] = (
         (SocketPathTooLongError, ExitCode.PATH_TOO_LONG),
+        (AuthenticationError, ExitCode.AUTH_FAILED),
+        (HttpStatusError, ExitCode.HTTP_STATUS),
+        (TlsError, ExitCode.TLS_FAILED),
         (SocketNotFoundError, ExitCode.NO_SUCH_SOCKET),
         (ServerRefusedError, ExitCode.REFUSED),
         (SocketPermissionError, ExitCode.PERMISSION_DENIED),

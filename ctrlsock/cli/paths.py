@@ -11,10 +11,25 @@ from typing import Final
 from ctrlsock.errors import SocketPathTooLongError, UnsafePathError
 from ctrlsock.names import LOCK_SUFFIX
 
-__all__ = ["DEFAULT_SOCKET_NAME", "PROG", "default_socket_path", "path_arguments", "socket_argument"]
+__all__ = [
+    "DEFAULT_SOCKET_NAME",
+    "PROG",
+    "URL_PREFIXES",
+    "default_socket_path",
+    "is_url",
+    "path_arguments",
+    "socket_argument",
+]
 
 PROG: Final = "ctrlsock"
 DEFAULT_SOCKET_NAME: Final = "ctrlsock.sock"
+#: A SOCKET or PATH argument starting with one of these is an HTTP(S) control endpoint, not a file.
+URL_PREFIXES: Final = ("http://", "https://")
+
+
+def is_url(argument: str | os.PathLike[str]) -> bool:
+    """Whether a SOCKET/PATH argument names an HTTP(S) endpoint (``./http:`` stays a path)."""
+    return isinstance(argument, str) and argument.lower().startswith(URL_PREFIXES)
 
 
 def default_socket_path(*, create: bool = False) -> Path:

@@ -10,7 +10,7 @@ import math
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
@@ -29,6 +29,9 @@ from ctrlsock.cli.actions import (
 from ctrlsock.cli.exitcodes import STATE_MEANINGS, ExitCode, state_codes_text
 from ctrlsock.cli.paths import PROG
 from ctrlsock.cli.render import StatusFormat
+
+if TYPE_CHECKING:
+    from ctrlsock.cli.http_actions import HttpOptions
 
 __all__ = ["build_app"]
 
@@ -54,7 +57,9 @@ _HELP: Final = (
 _STATUS_HELP: Final = (
     "Say what state each socket is in, who holds its lock, and what is wrong.\n\n"
     "Never takes the lock, never changes anything: safe from monitoring. A directory PATH means every "
-    "socket and *.lock file in it.\n\n"
+    "socket and *.lock file in it. A URL (http:// or https://) is asked for version-get: running when "
+    "it answers, stopped when the connection is refused, unknown otherwise; a remote endpoint has no "
+    "lock or process to inspect, and the report says so.\n\n"
     "States: " + "; ".join(f"{state}: {meaning}" for state, meaning in STATE_MEANINGS.items()) + ".\n\n"
     "Exit code (LSB status; the worst of several paths, in this order): " + state_codes_text() + "."
 )
@@ -68,6 +73,8 @@ _STATUS_EPILOG: Final = """Examples:
   ctrlsock status /run/mydaemon --json   # every socket in a directory, as JSON
 
   ctrlsock status /run/kea --format prometheus   # for a scraper or a textfile collector
+
+  ctrlsock status https://kea.example:8004 --ca /etc/kea/ca.pem
 """
 
 _CLEANUP_HELP: Final = (
@@ -98,17 +105,24 @@ _CLEANUP_EPILOG: Final = """Examples:
 
 _SEND_HELP: Final = (
     "Send one command and print the reply as indented JSON.\n\n"
-    "A drop-in for `socat UNIX:PATH -,ignoreeof` and kea-shell on a unix socket: with COMMAND `-`, or "
+    "SOCKET is a unix socket, spoken to as `socat UNIX:PATH -,ignoreeof` does: with COMMAND `-`, or "
     "with no COMMAND while standard input is not a terminal, a whole request is read from standard "
     "input, checked as the server will check it, and sent as it is. With one positional argument that "
     "has no slash and names no socket, that argument is the COMMAND, sent to the default socket.\n\n"
-    "Exit code: the reply's result (0 success, 1 error, 2 unsupported, 3 empty, 4 conflict, 5 fatal), "
+    "A URL (http://HOST:PORT or https://HOST:PORT, a path optional) is an HTTP control endpoint, "
+    "a Kea 3 server's or kea-ctrl-agent's, with kea-shell's options: --service (one reply each, "
+    "printed one after another; --json prints them as one list), --auth-user with "
+    "--auth-password-file, --ca, --cert, --key.\n\n"
+    "Exit code: the reply's result (0 success, 1 error, 2 unsupported, 3 empty, 4 conflict, 5 fatal; "
+    "with several services the first that is not 0), "
     f"or: {int(ExitCode.NO_SUCH_SOCKET)} no such socket, {int(ExitCode.REFUSED)} connection refused, "
     f"{int(ExitCode.NOT_A_SOCKET)} not a socket, "
     f"{int(ExitCode.PERMISSION_DENIED)} permission denied, {int(ExitCode.TIMEOUT)} timeout, "
     f"{int(ExitCode.TRUNCATED_REPLY)} truncated reply, {int(ExitCode.BAD_REPLY)} unparsable reply, "
     f"{int(ExitCode.BAD_ARGUMENTS)} bad --arguments or request, "
-    f"{int(ExitCode.PATH_TOO_LONG)} socket path too long."
+    f"{int(ExitCode.PATH_TOO_LONG)} socket path too long, "
+    f"{int(ExitCode.HTTP_STATUS)} HTTP error status, {int(ExitCode.AUTH_FAILED)} authentication failed, "
+    f"{int(ExitCode.TLS_FAILED)} TLS failed."
 )
 
 _SEND_EPILOG: Final = """Examples:
@@ -124,6 +138,9 @@ _SEND_EPILOG: Final = """Examples:
   echo '{"command": "version-get"}' | ctrlsock send SOCKET   # a whole request, as socat sends it
 
   ctrlsock send --raw SOCKET version-get   # the exact bytes the server sent
+
+  ctrlsock send http://127.0.0.1:8000 list-commands --service dhcp4 \\
+      --auth-user admin --auth-password-file /etc/kea/admin-password
 """
 
 _SERVE_HELP: Final = (
@@ -147,7 +164,7 @@ _SERVE_EPILOG: Final = """Examples:
 
 _BENCH_HELP: Final = (
     "Measure a control socket: N client processes in a closed loop, each doing connect, send, read to "
-    "EOF, close.\n\n"
+    "EOF, close; against an http(s):// URL each client keeps one persistent connection.\n\n"
     "Prints commands per second, latency p50/p90/p99/max and errors; every reply is parsed. Works "
     "against ctrlsock and Kea sockets alike. "
     "A reply whose result is not the expected one (0 unless --expect-result N) counts as an error. "
@@ -159,6 +176,8 @@ _BENCH_EPILOG: Final = """Examples:
   ctrlsock bench /run/mydaemon/ctrl.sock --clients 8 --duration 10
 
   ctrlsock bench /run/kea/kea4-ctrl-socket --command status-get --json
+
+  ctrlsock bench http://127.0.0.1:8000 --service dhcp4 --clients 8
 """
 
 
@@ -223,14 +242,58 @@ def _positive(value: float) -> float:
     return value
 
 
+# The options kea-shell has for an HTTP(S) endpoint; with a unix socket they are a usage error.
+_AuthUser = Annotated[
+    str | None,
+    typer.Option("--auth-user", metavar="USER", help="Basic authentication user (URL targets)."),
+]
+_AuthPasswordFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--auth-password-file",
+        metavar="FILE",
+        readable=False,
+        help="A file whose first line is the --auth-user password (never a password on the command line).",
+    ),
+]
+_Ca = Annotated[
+    Path | None,
+    typer.Option("--ca", metavar="FILE", readable=False, help="Trust this CA (PEM) for an https URL."),
+]
+_Cert = Annotated[
+    Path | None,
+    typer.Option("--cert", metavar="FILE", readable=False, help="Client certificate (PEM) for an https URL."),
+]
+_Key = Annotated[
+    Path | None,
+    typer.Option("--key", metavar="FILE", readable=False, help="The client certificate's key (PEM)."),
+]
+
+
+def _http_options(
+    services: list[str] | None,
+    *,
+    auth_user: str | None,
+    auth_password_file: Path | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+) -> HttpOptions | None:
+    from ctrlsock.cli.http_actions import HttpOptions  # noqa: PLC0415  (URL targets only)
+
+    if not any(value is not None for value in (auth_user, auth_password_file, ca, cert, key)):
+        return None
+    return HttpOptions(tuple(services) if services else None, auth_user, auth_password_file, ca, cert, key)
+
+
 # Path parameters say readable=False: typer would otherwise refuse an existing path it cannot read (a
 # socket, or another user's), which the library must see and report with its own exit code.
+# SOCKET and PATH arguments are text, not Path: a URL must keep its "//", which Path() folds.
 _PathArguments = Annotated[
-    list[Path] | None,
+    list[str] | None,
     typer.Argument(
-        metavar="PATH",
-        readable=False,
-        help="Socket paths, lock files or directories (default: the default socket).",
+        metavar="PATH|URL",
+        help="Socket paths, lock files, directories, or http(s):// URLs (default: the default socket).",
     ),
 ]
 
@@ -246,7 +309,7 @@ def _root(
     pass
 
 
-def _status_command(
+def _status_command(  # noqa: PLR0917  (typer maps each parameter to an option)
     paths: _PathArguments = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON array, one object per path (--format json).")
@@ -266,12 +329,27 @@ def _status_command(
             "with status-get of each running daemon and statistic-get-all of each running Kea.",
         ),
     ] = None,
+    auth_user: _AuthUser = None,
+    auth_password_file: _AuthPasswordFile = None,
+    ca: _Ca = None,
+    cert: _Cert = None,
+    key: _Key = None,
 ) -> int:
-    return run_status(paths, as_json=as_json, timeout=timeout, output=output)
+    http = _http_options(
+        None, auth_user=auth_user, auth_password_file=auth_password_file, ca=ca, cert=cert, key=key
+    )
+    return run_status(paths, as_json=as_json, timeout=timeout, output=output, http=http)
 
 
 def _cleanup_command(
-    paths: _PathArguments = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="PATH",
+            readable=False,
+            help="Socket paths, lock files or directories (default: the default socket).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be done and why; change nothing.")
     ] = False,
@@ -293,9 +371,10 @@ def _ask(question: str) -> bool:
 
 def _send_command(  # noqa: PLR0917  (typer maps each parameter to an option)
     socket_path: Annotated[
-        Path | None,
+        str | None,
         typer.Argument(
-            metavar="SOCKET", readable=False, help="The control socket (default: the default socket)."
+            metavar="SOCKET|URL",
+            help="The control socket, or an http(s)://HOST:PORT URL (default: the default socket).",
         ),
     ] = None,
     command: Annotated[
@@ -316,7 +395,9 @@ def _send_command(  # noqa: PLR0917  (typer maps each parameter to an option)
     service: Annotated[
         list[str] | None,
         typer.Option(
-            "--service", metavar="NAME", help="Add NAME to the request's service list (repeatable)."
+            "--service",
+            metavar="NAME",
+            help="Add NAME to the request's service list (repeatable): over HTTP, one reply per service.",
         ),
     ] = None,
     timeout: Annotated[
@@ -324,9 +405,26 @@ def _send_command(  # noqa: PLR0917  (typer maps each parameter to an option)
         typer.Option("--timeout", metavar="SECONDS", callback=_positive, help="Give up after this long."),
     ] = DEFAULT_SEND_TIMEOUT,
     raw: Annotated[bool, typer.Option("--raw", help="Print the reply's exact bytes.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the replies as one JSON list, one entry per service.")
+    ] = False,
+    auth_user: _AuthUser = None,
+    auth_password_file: _AuthPasswordFile = None,
+    ca: _Ca = None,
+    cert: _Cert = None,
+    key: _Key = None,
 ) -> int:
     return run_send(
-        socket_path, command, arguments_text=arguments, services=service, timeout=timeout, raw=raw
+        socket_path,
+        command,
+        arguments_text=arguments,
+        services=service,
+        timeout=timeout,
+        raw=raw,
+        as_json=as_json,
+        http=_http_options(
+            service, auth_user=auth_user, auth_password_file=auth_password_file, ca=ca, cert=cert, key=key
+        ),
     )
 
 
@@ -379,9 +477,10 @@ def _serve_command(  # noqa: PLR0917  (typer maps each parameter to an option)
 
 def _bench_command(  # noqa: PLR0917  (typer maps each parameter to an option)
     socket_path: Annotated[
-        Path | None,
+        str | None,
         typer.Argument(
-            metavar="SOCKET", readable=False, help="The control socket (default: the default socket)."
+            metavar="SOCKET|URL",
+            help="The control socket, or an http(s):// URL (default: the default socket).",
         ),
     ] = None,
     clients: Annotated[
@@ -406,6 +505,17 @@ def _bench_command(  # noqa: PLR0917  (typer maps each parameter to an option)
             help="The result a reply must have; any other counts as an error.",
         ),
     ] = 0,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service", metavar="NAME", help="Add NAME to the request's service list (repeatable)."
+        ),
+    ] = None,
+    auth_user: _AuthUser = None,
+    auth_password_file: _AuthPasswordFile = None,
+    ca: _Ca = None,
+    cert: _Cert = None,
+    key: _Key = None,
 ) -> int:
     return run_bench(
         socket_path,
@@ -415,6 +525,10 @@ def _bench_command(  # noqa: PLR0917  (typer maps each parameter to an option)
         arguments_text=arguments,
         as_json=as_json,
         expect_result=expect_result,
+        services=service,
+        http=_http_options(
+            service, auth_user=auth_user, auth_password_file=auth_password_file, ca=ca, cert=cert, key=key
+        ),
     )
 
 

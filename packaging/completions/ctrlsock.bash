@@ -47,10 +47,10 @@ _ctrlsock() {
             command=$word
             case $command in
                 serve) value_options='--config|--mode|--group|--allow-uid|--allow-gid|--log-level' ;;
-                status) value_options='--timeout|--format' ;;
+                status) value_options='--timeout|--format|--auth-user|--auth-password-file|--ca|--cert|--key' ;;
                 cleanup) value_options='' ;;
-                send) value_options='-a|--arguments|--service|--timeout' ;;
-                bench) value_options='-n|--clients|--duration|--command|-a|--arguments|--expect-result' ;;
+                send) value_options='-a|--arguments|--service|--timeout|--auth-user|--auth-password-file|--ca|--cert|--key' ;;
+                bench) value_options='-n|--clients|--duration|--command|-a|--arguments|--expect-result|--service|--auth-user|--auth-password-file|--ca|--cert|--key' ;;
             esac
         else
             ((positional++))
@@ -83,8 +83,13 @@ _ctrlsock() {
             case "$prev" in
                 --timeout) _ctrlsock_value none; return ;;
                 --format) _ctrlsock_value "choice:text json prometheus"; return ;;
+                --auth-user) _ctrlsock_value none; return ;;
+                --auth-password-file) _ctrlsock_value file; return ;;
+                --ca) _ctrlsock_value file; return ;;
+                --cert) _ctrlsock_value file; return ;;
+                --key) _ctrlsock_value file; return ;;
             esac
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --timeout --format -h --help" -- "$cur"))
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--json --timeout --format --auth-user --auth-password-file --ca --cert --key -h --help" -- "$cur"))
             else
                 case "$positional" in
                     *) _ctrlsock_value file ;;
@@ -104,8 +109,13 @@ _ctrlsock() {
                 -a|--arguments) _ctrlsock_value none; return ;;
                 --service) _ctrlsock_value none; return ;;
                 --timeout) _ctrlsock_value none; return ;;
+                --auth-user) _ctrlsock_value none; return ;;
+                --auth-password-file) _ctrlsock_value file; return ;;
+                --ca) _ctrlsock_value file; return ;;
+                --cert) _ctrlsock_value file; return ;;
+                --key) _ctrlsock_value file; return ;;
             esac
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-a --arguments --service --timeout --raw -h --help" -- "$cur"))
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-a --arguments --service --timeout --raw --json --auth-user --auth-password-file --ca --cert --key -h --help" -- "$cur"))
             else
                 case "$positional" in
                     0) _ctrlsock_value file ;;
@@ -120,8 +130,14 @@ _ctrlsock() {
                 --command) _ctrlsock_value none; return ;;
                 -a|--arguments) _ctrlsock_value none; return ;;
                 --expect-result) _ctrlsock_value none; return ;;
+                --service) _ctrlsock_value none; return ;;
+                --auth-user) _ctrlsock_value none; return ;;
+                --auth-password-file) _ctrlsock_value file; return ;;
+                --ca) _ctrlsock_value file; return ;;
+                --cert) _ctrlsock_value file; return ;;
+                --key) _ctrlsock_value file; return ;;
             esac
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-n --clients --duration --command -a --arguments --json --expect-result -h --help" -- "$cur"))
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-n --clients --duration --command -a --arguments --json --expect-result --service --auth-user --auth-password-file --ca --cert --key -h --help" -- "$cur"))
             else
                 case "$positional" in
                     0) _ctrlsock_value file ;;

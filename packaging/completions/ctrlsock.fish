@@ -11,7 +11,7 @@ complete -c ctrlsock -n 'not __fish_seen_subcommand_from serve status cleanup se
 complete -c ctrlsock -n 'not __fish_seen_subcommand_from serve status cleanup send bench' -a status -d 'Say what state each socket is in, who holds its lock, and what is wrong'
 complete -c ctrlsock -n 'not __fish_seen_subcommand_from serve status cleanup send bench' -a cleanup -d 'Remove what a dead daemon left behind, and nothing else'
 complete -c ctrlsock -n 'not __fish_seen_subcommand_from serve status cleanup send bench' -a send -d 'Send one command and print the reply as indented JSON'
-complete -c ctrlsock -n 'not __fish_seen_subcommand_from serve status cleanup send bench' -a bench -d 'Measure a control socket: N client processes in a closed loop, each doing connect, send, read to EOF, close'
+complete -c ctrlsock -n 'not __fish_seen_subcommand_from serve status cleanup send bench' -a bench -d 'Measure a control socket: N client processes in a closed loop, each doing connect, send, read to EOF, close; against an http(s):// URL each client keeps one persistent connection'
 
 complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l config -r -F -d 'A JSON configuration to serve with config-* commands.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l mode -x -d 'The socket\'s permissions, octal.'
@@ -25,6 +25,11 @@ complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -F
 complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l json -d 'Print a JSON array, one object per path (--format json).'
 complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l timeout -x -d 'How long to wait for an answer.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l format -x -a 'text json prometheus' -d 'text (the default), json (as --json), or prometheus: the text exposition format, with status-get of each running daemon and statistic-get-all of each running Kea.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l auth-user -x -d 'Basic authentication user (URL targets).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l auth-password-file -r -F -d 'A file whose first line is the --auth-user password (never a password on the command line).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l ca -r -F -d 'Trust this CA (PEM) for an https URL.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l cert -r -F -d 'Client certificate (PEM) for an https URL.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from status' -l key -r -F -d 'The client certificate\'s key (PEM).'
 complete -c ctrlsock -n '__fish_seen_subcommand_from status' -s h -l help -d 'Show this message and exit.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from status' -F
 
@@ -36,9 +41,15 @@ complete -c ctrlsock -n '__fish_seen_subcommand_from cleanup' -s h -l help -d 'S
 complete -c ctrlsock -n '__fish_seen_subcommand_from cleanup' -F
 
 complete -c ctrlsock -n '__fish_seen_subcommand_from send' -s a -l arguments -x -d 'The command\'s arguments: JSON, @FILE or - (stdin).'
-complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l service -x -d 'Add NAME to the request\'s service list (repeatable).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l service -x -d 'Add NAME to the request\'s service list (repeatable): over HTTP, one reply per service.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l timeout -x -d 'Give up after this long.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l raw -d 'Print the reply\'s exact bytes.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l json -d 'Print the replies as one JSON list, one entry per service.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l auth-user -x -d 'Basic authentication user (URL targets).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l auth-password-file -r -F -d 'A file whose first line is the --auth-user password (never a password on the command line).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l ca -r -F -d 'Trust this CA (PEM) for an https URL.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l cert -r -F -d 'Client certificate (PEM) for an https URL.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from send' -l key -r -F -d 'The client certificate\'s key (PEM).'
 complete -c ctrlsock -n '__fish_seen_subcommand_from send' -s h -l help -d 'Show this message and exit.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from send' -F
 
@@ -48,5 +59,11 @@ complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l command -x -d 'Th
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -s a -l arguments -x -d 'The command\'s arguments.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l json -d 'Print the figures as JSON.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l expect-result -x -d 'The result a reply must have; any other counts as an error.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l service -x -d 'Add NAME to the request\'s service list (repeatable).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l auth-user -x -d 'Basic authentication user (URL targets).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l auth-password-file -r -F -d 'A file whose first line is the --auth-user password (never a password on the command line).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l ca -r -F -d 'Trust this CA (PEM) for an https URL.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l cert -r -F -d 'Client certificate (PEM) for an https URL.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -l key -r -F -d 'The client certificate\'s key (PEM).'
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -s h -l help -d 'Show this message and exit.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from bench' -F

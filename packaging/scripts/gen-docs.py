@@ -102,6 +102,9 @@ def _value_kind(param: Any) -> tuple[str, tuple[str, ...]]:
         return "choice", tuple(str(choice) for choice in choices)
     if (isinstance(annotation, type) and issubclass(annotation, Path)) or type(click_type).__name__ == "Path":
         return "file", ()
+    # SOCKET|URL and PATH|URL are text (a URL keeps its "//"), but a shell completes them as files.
+    if (getattr(param, "metavar", None) or "").upper() in {"SOCKET|URL", "PATH|URL"}:
+        return "file", ()
     if (getattr(param, "metavar", None) or "").upper() == "GROUP":
         return "group", ()
     return "none", ()
