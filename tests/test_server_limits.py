@@ -4,6 +4,7 @@ generic handler-failure texts, refusals that say so, and a silent library logger
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -46,9 +47,11 @@ def log_watch() -> Iterator[LogWatch]:
         logger.setLevel(old_level)
 
 
-@pytest.fixture
-def serve(sock_path: Path) -> Iterator[Callable[..., ControlServer]]:
+@pytest.fixture(params=["thread", "asyncio"])
+def serve(request: pytest.FixtureRequest, sock_path: Path) -> Iterator[Callable[..., ControlServer]]:
+    """Start a server in the thread embedding, or on an asyncio loop running in another thread."""
     servers: list[ControlServer] = []
+    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
 
     def start(config: ServerConfig, **kwargs: Any) -> ControlServer:
         server = ControlServer(sock_path, program="limits-test", version="3.3.3", config=config, **kwargs)
@@ -65,7 +68,14 @@ def serve(sock_path: Path) -> Iterator[Callable[..., ControlServer]]:
         def boom(arguments: Any, context: CommandContext) -> None:
             raise RuntimeError("db password=hunter2 invalid")
 
-        server.start_in_thread()
+        if request.param == "thread":
+            server.start_in_thread()
+        else:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, daemon=True)
+            thread.start()
+            loops.append((loop, thread))
+            asyncio.run_coroutine_threadsafe(server.start(), loop).result(WAIT)
         servers.append(server)
         return server
 
@@ -74,6 +84,10 @@ def serve(sock_path: Path) -> Iterator[Callable[..., ControlServer]]:
     finally:
         for server in servers:
             server.stop()
+        for loop, thread in loops:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(WAIT)
+            loop.close()
 
 
 def read_reply(sock: Any) -> bytes:
