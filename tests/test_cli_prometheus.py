@@ -550,6 +550,18 @@ def test_a_format_that_cannot_be_is_a_usage_error(sock_path: Path, options: tupl
         assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("ctrlsock: ")
 
 
+def test_a_url_with_format_prometheus_is_a_usage_error(sock_path: Path) -> None:
+    # A remote endpoint has no lock file, record or holder to export: refused before anything is asked.
+    for args in (
+        ("--format", "prometheus", "http://127.0.0.1:9/"),
+        ("--format", "prometheus", "--", sock_path, "https://h:1/"),
+    ):
+        done = run_cli("status", *args)
+        assert done.returncode == ExitCode.USAGE, (args, done.stderr)
+        assert done.stdout == ""
+        assert len(done.stderr.splitlines()) == 1 and "url" in done.stderr
+
+
 def test_fast_path_and_typer_print_the_same_prometheus_text(sock_dir: Path) -> None:
     with serving(sock_dir / "a.sock") as server:
         server.kill()
