@@ -381,3 +381,40 @@ def test_a_partial_request_dropped_at_the_end_of_the_grace_period_is_answered_an
         embedded.stop(0.2)
         assert json.loads(read_to_eof(sock)) == SHUTTING_DOWN
     log_watch.wait_for("dropped a partial request of 18 bytes")
+
+
+def test_a_hung_coroutine_handler_gets_its_client_a_reply_at_the_stop(
+    embed: Callable[..., Embedded], pool: ThreadPoolExecutor
+) -> None:
+    entered = threading.Event()
+
+    def setup(server: ControlServer) -> None:
+        @server.command("hang")
+        async def hang(arguments: Any, context: CommandContext) -> None:
+            entered.set()
+            await asyncio.sleep(WAIT * 6)
+
+    embedded = embed(setup=setup)
+    waiting = ask_later(pool, embedded.server.socket_path, "hang")
+    assert entered.wait(WAIT)
+    embedded.stop(0.2)
+    assert waiting.result(WAIT) == SHUTTING_DOWN  # a reply, not a cut connection
+
+
+def test_a_coroutine_over_its_timeout_is_cancelled(embed: Callable[..., Embedded]) -> None:
+    cancelled = threading.Event()
+
+    def setup(server: ControlServer) -> None:
+        @server.command("slow", timeout=0.2)
+        async def slow(arguments: Any, context: CommandContext) -> None:
+            try:
+                await asyncio.sleep(WAIT * 6)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    embedded = embed(setup=setup)
+    reply = ask(embedded.server.socket_path, "slow", timeout=WAIT)
+    assert reply["text"] == "Error during command processing: 'slow' did not finish within 0.2 s"
+    if embedded.kind == "asyncio":
+        assert cancelled.wait(WAIT)  # on the loop it can be cancelled; a worker thread's cannot
