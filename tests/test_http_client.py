@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ctrlsock.bench import HttpTarget, parse_result, run_bench
 from ctrlsock.cli import ExitCode
 from ctrlsock.errors import (
     BadReplyError,
@@ -246,3 +247,22 @@ def test_status_of_a_unix_socket_loads_neither_ssl_nor_h11(sock_path: Path) -> N
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), check=True
     )
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_bench_counts_the_first_result_that_is_not_0_in_a_reply_list() -> None:
+    assert parse_result(b'[{"result":0},{"result":1,"text":"no socket for dhcp6"}]') == 1
+    assert parse_result(b'[{"result":0},{"result":0}]') == 0
+    assert parse_result(b'{"result":3}') == 3
+    with pytest.raises(ValueError, match="not a JSON object"):
+        parse_result(b'[{"result":0}, 1]')
+
+
+def test_bench_over_http_reuses_one_connection_per_client(serve: Callable[..., Server]) -> None:
+    def handle(conn: socket.socket) -> None:
+        while _read_request(conn):
+            conn.sendall(OK_LIST)
+
+    server = serve(handle)
+    result = run_bench(HttpTarget(server.url), clients=1, duration=0.3, timeout=2.0)
+    assert result.commands > 1 and result.errors == {}
+    assert server.accepted == 1
