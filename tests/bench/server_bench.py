@@ -12,6 +12,8 @@ memory of replies to clients that do not read, and other clients' latency while 
     python3 tests/bench/server_bench.py stop [--grace 1.0]
     python3 tests/bench/server_bench.py nonreading [--stuck 40] [--size-mib 46] [--duration 5]
     python3 tests/bench/server_bench.py requests
+    python3 tests/bench/server_bench.py all [--clients 1 8] [--duration 5] [--rounds 3]
+        (slow, stop, nonreading, requests, then throughput, in one run)
 
 Run from the repository root (the package need not be installed). Prints plain lines; ``--json`` for one
 JSON document.
@@ -504,12 +506,29 @@ def large_requests(options: argparse.Namespace) -> dict[str, Any]:
     return {"request_mb": size / 1e6, "before_mib": before / 1024, "after_mib": after / 1024}
 
 
+# --- everything issue-level, in one run ---------------------------------------------------------------
+
+
+def everything(options: argparse.Namespace) -> dict[str, Any]:
+    """The slow-handler, bounded-stop, non-reading and throughput figures, measured one after another."""
+    summary: dict[str, Any] = {}
+    slow_options = argparse.Namespace(**{**vars(options), "clients": [2], "engine": ["thread", "asyncio"]})
+    summary["slow"] = slow(slow_options)
+    summary["stop"] = bounded_stop(options)
+    nonreading_options = argparse.Namespace(**{**vars(options), "clients": [2], "stuck": 40, "size_mib": 46})
+    summary["nonreading"] = nonreading(nonreading_options)
+    summary["requests"] = large_requests(options)
+    summary["throughput"] = throughput(options)
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "what", choices=["throughput", "idle", "memory", "latency", "slow", "stop", "nonreading", "requests"]
+        "what",
+        choices=["throughput", "idle", "memory", "latency", "slow", "stop", "nonreading", "requests", "all"],
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=float, default=5.0)
@@ -531,6 +550,7 @@ def main() -> int:
         "stop": bounded_stop,
         "nonreading": nonreading,
         "requests": large_requests,
+        "all": everything,
     }[options.what]
     summary = runner(options)
     if options.json:
