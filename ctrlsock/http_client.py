@@ -46,6 +46,7 @@ from ctrlsock.protocol import Reply
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "Credentials",
     "HttpControlClient",
     "read_password_file",
     "send_command_http",

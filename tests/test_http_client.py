@@ -266,3 +266,9 @@ def test_bench_over_http_reuses_one_connection_per_client(serve: Callable[..., S
     result = run_bench(HttpTarget(server.url), clients=1, duration=0.3, timeout=2.0)
     assert result.commands > 1 and result.errors == {}
     assert server.accepted == 1
+
+
+def test_status_of_a_url_has_no_prometheus_format() -> None:
+    done = run_cli("status", "http://127.0.0.1:1", "--format", "prometheus")
+    assert done.returncode == ExitCode.USAGE
+    assert done.stderr == "ctrlsock: --format prometheus reads sockets and their lock files, not urls\n"
