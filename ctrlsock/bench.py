@@ -2,7 +2,7 @@
 
 Each of N client *processes* repeats, as fast as replies come back: connect, send one command, read the
 reply to EOF, close, parse the reply. Against an HTTP(S) endpoint each process keeps one persistent
-connection instead (reopened when the server closes it), as kea-shell and Kea's own HTTP clients do.
+connection instead (reopened when the server closes it), as HTTP/1.1 clients do.
 Processes rather than threads, because one Python process cannot drive a fast server hard enough (the
 GIL would measure us, not the server). A reply that does not parse, or a connection that fails, counts
 as an error by kind and never stops the run.

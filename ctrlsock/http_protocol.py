@@ -5,7 +5,8 @@ HTTP/1.1 itself is h11's (a sans-IO library: bytes in through ``receive_data``, 
 measured on kea-ctrl-agent 2.2.0 and read from Kea 3's sources (the DHCP servers serve HTTP since 2.7.2):
 
 - A command is a ``POST`` with ``Content-Type: application/json`` and a ``Content-Length`` body holding the
-  same command document as on the unix socket. The path is ignored by Kea (``/`` by convention).
+  same command document as on the unix socket. kea-ctrl-agent 2.2 ignores the path (``/`` by
+  convention) and answers a chunked body with 400.
 - A ``200`` body is a JSON list of replies, one per entry of the request's ``service`` list (one, the
   agent's own, without ``service``). kea-ctrl-agent 2.2 answers a service it cannot reach with
   ``{"result": 1, "text": "forwarding socket is not configured for the server type dhcp6"}`` in the list.
@@ -13,7 +14,7 @@ measured on kea-ctrl-agent 2.2.0 and read from Kea 3's sources (the DHCP servers
   reason phrase: ``{ "result": 401, "text": "Unauthorized" }`` with ``WWW-Authenticate: Basic
   realm="..."``, ``{ "result": 400, "text": "Bad Request" }`` for a non-JSON body, another method or content
   type alike (Kea 2.2). A server built on this module gives the more precise standard statuses (405, 411,
-  413, 415) with the same body shape, which kea-shell and Kea's own clients read the same way.
+  413, 415) with the same body shape.
 - Connections are kept alive (HTTP/1.1 persistent connections), so a client may send many commands on one.
 """
 
