@@ -83,9 +83,10 @@ def tls_context(
 
     Raises:
         TlsError: a file cannot be loaded (named in the message).
+        LocalProtocolError: a key without its certificate.
     """
     if key is not None and cert is None:
-        raise TlsError("a client key needs its certificate too (--cert)")
+        raise LocalProtocolError("a client key needs its certificate too (--cert)")
     try:
         context = ssl.create_default_context(cafile=None if ca is None else str(ca))
     except (OSError, ssl.SSLError) as error:

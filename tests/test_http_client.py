@@ -272,3 +272,15 @@ def test_status_of_a_url_has_no_prometheus_format() -> None:
     done = run_cli("status", "http://127.0.0.1:1", "--format", "prometheus")
     assert done.returncode == ExitCode.USAGE
     assert done.stderr == "ctrlsock: --format prometheus reads sockets and their lock files, not urls\n"
+
+
+def test_a_key_without_its_certificate_is_a_usage_error(tmp_path: Path) -> None:
+    done = run_cli("send", "https://127.0.0.1:1", "version-get", "--key", tmp_path / "client.key")
+    assert done.returncode == ExitCode.USAGE
+    assert done.stderr == "ctrlsock: a client key needs its certificate too (--cert)\n"
+
+
+def test_a_ca_file_that_cannot_be_loaded_is_a_tls_failure(tmp_path: Path) -> None:
+    done = run_cli("send", "https://127.0.0.1:1", "version-get", "--ca", tmp_path / "missing.pem")
+    assert done.returncode == ExitCode.TLS_FAILED
+    assert done.stderr.startswith(f"ctrlsock: cannot load CA file {tmp_path / 'missing.pem'}: ")

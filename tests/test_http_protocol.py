@@ -114,6 +114,17 @@ def test_control_urls_parse(text: str, expected: ControlUrl) -> None:
     assert parse_control_url(str(expected)) == expected
 
 
+@given(
+    st.sampled_from(Scheme),
+    st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,10}){0,3}|127\.0\.0\.[0-9]{1,2}", fullmatch=True),
+    st.integers(min_value=1, max_value=65535),
+    st.from_regex(r"(/[A-Za-z0-9._~-]{0,8}){1,3}", fullmatch=True),
+)
+def test_any_control_url_reads_back_from_its_text(scheme: Scheme, host: str, port: int, path: str) -> None:
+    url = ControlUrl(scheme, host, port, path)
+    assert parse_control_url(str(url)) == url
+
+
 @pytest.mark.parametrize(
     "text",
     [
