@@ -284,3 +284,22 @@ def test_a_ca_file_that_cannot_be_loaded_is_a_tls_failure(tmp_path: Path) -> Non
     done = run_cli("send", "https://127.0.0.1:1", "version-get", "--ca", tmp_path / "missing.pem")
     assert done.returncode == ExitCode.TLS_FAILED
     assert done.stderr.startswith(f"ctrlsock: cannot load CA file {tmp_path / 'missing.pem'}: ")
+
+
+def test_send_raw_prints_the_body_and_a_stdin_request_goes_as_it_is(serve: Callable[..., Server]) -> None:
+    seen: list[bytes] = []
+
+    def handle(conn: socket.socket) -> None:
+        seen.append(_read_request(conn))
+        conn.sendall(OK_LIST)
+        conn.close()
+
+    server = serve(handle)
+    raw = run_cli("send", server.url, "version-get", "--raw")
+    assert (raw.returncode, raw.stdout) == (0, OK_BODY.decode())
+    request = '{"command": "config-get", "service": ["dhcp4"]}'
+    piped = run_cli("send", server.url, input=request)
+    assert piped.returncode == 0, piped.stderr
+    assert seen[-1].endswith(request.encode())
+    refused = run_cli("send", server.url, "-", "--service", "dhcp4", input=request)
+    assert refused.returncode == ExitCode.USAGE

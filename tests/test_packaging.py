@@ -453,6 +453,18 @@ def test_zipapp_runs_status_and_send_with_nothing_but_python(zipapp: Path, sock_
     _round_trip(command, sock_dir / "ctrl.sock", env=env)
 
 
+def test_zipapp_carries_the_http_client(zipapp: Path) -> None:
+    # h11 must be in the archive: without it a URL target would end in an internal error (70), not in
+    # the refusal the client reports for a port nobody listens on.
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        command = [_clean_python(), "-I", "-S", str(zipapp), "send", url, "version-get"]
+        done = _run(*command, env={"PATH": CLEAN_PATH})
+    assert done.returncode == 69, done.stderr
+    assert done.stderr == f"ctrlsock: connection refused: nothing accepts connections on {url}/\n"
+
+
 def _version() -> str:
     text = (REPO / "ctrlsock" / "__init__.py").read_text()
     match = re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE)
