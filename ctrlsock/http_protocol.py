@@ -432,9 +432,8 @@ class Rejection:
     """A request refused before any command ran: answer with :meth:`ServerConnection.reject` and close."""
 
     status: HTTPStatus
+    #: Why, in words for the server's log (the client only gets the status and its phrase, as from Kea).
     detail: str
-    #: A command document Kea would answer with a control reply instead (bad JSON, a bad command).
-    reply: Reply | None = None
 
 
 class PeerClosed(Enum):
