@@ -1,6 +1,6 @@
 """A real Kea 2.2 ``kea-dhcp4`` for interop tests, started without privileges in a temporary directory.
 
-Facts this relies on (DESIGN.md section 8): with no interfaces and a memfile lease database Kea starts as
+Facts this relies on, measured with Kea 2.2.0: with no interfaces and a memfile lease database Kea starts as
 any user; ``KEA_PIDFILE_DIR``/``KEA_LOCKFILE_DIR`` keep it out of ``/run/kea``; ready means ``version-get``
 answers, not that ``connect()`` succeeds; after SIGKILL Kea's PID file must be removed by hand or the next
 start refuses; ``lfc-interval: 1`` with ``KEA_LFC_EXECUTABLE`` makes Kea spawn our script every second with

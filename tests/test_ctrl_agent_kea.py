@@ -1,7 +1,7 @@
 """A real kea-ctrl-agent 2.2 in front of our server: what Kea's HTTP front end sends, we answer.
 
 The agent forwards each command with ``service`` (and Kea ≥ 2.x adds ``remote-address``) over a new unix
-connection and wraps the reply in a list (DESIGN.md section 4).
+connection and wraps the reply in a list, one entry per service.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Framing throughput of ``JsonFeed`` on a 50 MiB Kea-style ``config-set`` request (issue 3: >= 50 MB/s).
+"""Framing throughput of ``JsonFeed`` on a 50 MiB Kea-style ``config-set`` request (goal: >= 50 MB/s).
 
 Run: ``python3 tests/bench/framer.py [--size-mib 50] [--chunk 65536] [--repeat 3]``. Prints MB/s for
 framing alone (fed in recv-sized chunks and in one piece), and for ``decode_request`` for comparison.
-Not a test: no wall-clock assertion anywhere (STYLE.md).
+Not a test: timings on a shared machine are figures to report, never assertions.
 """
 
 from __future__ import annotations
