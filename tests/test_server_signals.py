@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from ctrlsock.lock import lock_path_for
-from ctrlsock.server import ControlServer
 from tests.children.server_client import ask, connect, read_to_eof
 from tests.support import Child
 
@@ -135,18 +134,14 @@ def test_shutdown_ends_serve_forever(sock_dir: Path) -> None:
 
 
 def test_install_signal_handlers_on_two_servers_stops_both_and_goes_on(sock_dir: Path) -> None:
-    first = ControlServer(sock_dir / "one.sock", program="one")
-    second = ControlServer(sock_dir / "two.sock", program="two")
-    first.start_in_thread()
-    second.start_in_thread()
-    try:
-        first.install_signal_handlers()
-        second.install_signal_handlers()
-        signal.raise_signal(signal.SIGTERM)  # this process: only a stop was asked for, so it goes on
-        assert first.wait(WAIT)
-        assert second.wait(WAIT)
-    finally:
-        first.stop()
-        second.stop()
-    assert cleanly_stopped(sock_dir / "one.sock")
-    assert cleanly_stopped(sock_dir / "two.sock")
+    # In a child of its own: the signal goes to a real daemon process, never to the test runner.
+    first, second = sock_dir / "one.sock", sock_dir / "two.sock"
+    with Child("server_signals.py", "installed", first, second) as child:
+        child.expect_ready()
+        assert ask(first, "version-get")["result"] == 0
+        assert ask(second, "version-get")["result"] == 0
+        child.process.send_signal(signal.SIGTERM)
+        assert child.readline() == "all stopped, going on"
+        assert exit_status(child) == 0
+    assert cleanly_stopped(first)
+    assert cleanly_stopped(second)

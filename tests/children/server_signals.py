@@ -2,11 +2,13 @@
 
 Usage: server_signals.py EMBEDDING SOCKET [SOCKET...] [--chain] [--signal-at-startup] [--stop-grace S]
 EMBEDDING is ``thread`` (``with running_in_thread()`` around a daemon that waits for ever) or ``asyncio``
-(``serve_forever()``), or ``daemon`` (run_daemon, what ``ctrlsock serve`` runs; one socket). One server per
-SOCKET. Prints ``ready`` once every server serves. ``--chain``: the daemon installed its own SIGTERM handler
-first (it prints ``daemon handler`` and exits 7). ``--signal-at-startup``: the process sends itself SIGTERM
-right after the lock is taken and the socket bound, before serving begins. A ``KeyboardInterrupt`` is
-reported as ``keyboard interrupt`` and exit 130. Command ``hang`` blocks until the process ends.
+(``serve_forever()``), or ``daemon`` (run_daemon, what ``ctrlsock serve`` runs; one socket), or ``installed``
+(servers in threads that each called ``install_signal_handlers()``: a signal only stops them, and the process
+prints ``all stopped, going on`` and exits 0). One server per SOCKET. Prints ``ready`` once every server
+serves. ``--chain``: the daemon installed its own SIGTERM handler first (it prints ``daemon handler`` and
+exits 7). ``--signal-at-startup``: the process sends itself SIGTERM right after the lock is taken and the
+socket bound, before serving begins. A ``KeyboardInterrupt`` is reported as ``keyboard interrupt`` and exit
+130. Command ``hang`` blocks until the process ends.
 """
 
 from __future__ import annotations
@@ -73,6 +75,20 @@ async def run_asyncio(servers: list[ControlServer]) -> int:
     return 0
 
 
+def run_installed(servers: list[ControlServer]) -> int:
+    for server in servers:
+        server.start_in_thread()
+    for server in servers:
+        server.install_signal_handlers()
+    print("ready", flush=True)
+    for server in servers:
+        if not server.wait(30.0):
+            print("still serving", flush=True)
+            return 1
+    print("all stopped, going on", flush=True)
+    return 0
+
+
 def run_daemon_embedding(socket_path: Path) -> int:
     from ctrlsock.server.daemon import run_daemon  # noqa: PLC0415
 
@@ -83,7 +99,7 @@ def run_daemon_embedding(socket_path: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("embedding", choices=["thread", "asyncio", "daemon"])
+    parser.add_argument("embedding", choices=["thread", "asyncio", "daemon", "installed"])
     parser.add_argument("sockets", nargs="+")
     parser.add_argument("--chain", action="store_true")
     parser.add_argument("--signal-at-startup", action="store_true")
@@ -105,6 +121,8 @@ def main() -> int:
         servers = [build(Path(path), options.stop_grace) for path in options.sockets]
         if options.embedding == "thread":
             return run_thread(servers)
+        if options.embedding == "installed":
+            return run_installed(servers)
         return asyncio.run(run_asyncio(servers))
     except KeyboardInterrupt:
         print("keyboard interrupt", flush=True)
