@@ -21,7 +21,7 @@ from ctrlsock.recover import check_directory_safe, cleanup, remove_orphans
 from ctrlsock.terminate import terminate_holders
 from tests.children.probe_support import run_as_nobody, running_server
 from tests.kea import start_kea
-from tests.support import wait_for_state, wait_gone
+from tests.support import wait_gone
 
 TIMEOUT = 0.3
 
@@ -102,7 +102,6 @@ def test_cleanup_clears_a_dead_owners_record_without_a_socket(sock_path: Path) -
 def test_cleanup_refuses_while_the_holder_is_stopped(sock_path: Path) -> None:
     with running_server(sock_path) as server:
         server.stop()
-        wait_for_state(server.pid, "T")  # SIGSTOP takes effect asynchronously
         lock_path = lock_path_for(sock_path)
         before = (snapshot(sock_path), snapshot(lock_path))
 
@@ -149,7 +148,6 @@ def test_inherited_lock_is_refused_until_its_holder_is_terminated(sock_path: Pat
 def test_terminate_holders_continues_and_stops_a_stopped_holder(sock_path: Path) -> None:
     with running_server(sock_path) as server:
         server.stop()
-        wait_for_state(server.pid, "T")  # SIGSTOP takes effect asynchronously
         report = probe(sock_path, timeout=TIMEOUT)
         actions = terminate_holders(report, grace=10.0, timeout=TIMEOUT)
         assert [(a.pid, a.what) for a in actions] == [(server.pid, "terminated")]
@@ -160,7 +158,6 @@ def test_terminate_holders_continues_and_stops_a_stopped_holder(sock_path: Path)
 def test_terminate_holders_kills_a_frozen_holder_that_ignores_sigterm(sock_path: Path) -> None:
     with running_server(sock_path, "--ignore-term", "--no-bind") as server:
         server.stop()  # proof that it is hung; a live owner is never signalled
-        wait_for_state(server.pid, "T")  # SIGSTOP takes effect asynchronously
         report = probe(sock_path, timeout=TIMEOUT)
         assert report.state is State.STUCK
         actions = terminate_holders(report, grace=0.2, timeout=TIMEOUT)
@@ -181,7 +178,6 @@ def test_terminate_holders_refuses_unless_stuck(sock_path: Path) -> None:
 def test_terminate_holders_dry_run_signals_nobody(sock_path: Path) -> None:
     with running_server(sock_path) as server:
         server.stop()
-        wait_for_state(server.pid, "T")  # SIGSTOP takes effect asynchronously
         report = probe(sock_path, timeout=TIMEOUT)
         [action] = terminate_holders(report, grace=1.0, dry_run=True)
         assert (action.pid, action.what, action.done) == (server.pid, "would terminate", False)
@@ -191,7 +187,6 @@ def test_terminate_holders_dry_run_signals_nobody(sock_path: Path) -> None:
 def test_terminate_holders_never_signals_a_reused_pid(sock_path: Path) -> None:
     with running_server(sock_path) as server:
         server.stop()
-        wait_for_state(server.pid, "T")  # SIGSTOP takes effect asynchronously
         report = probe(sock_path, timeout=TIMEOUT)
         assert report.lock_holders[0].start_time is not None
         report.lock_holders[0].start_time += 1  # as if the pid now named another process

@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import CHILDREN_DIR, REPO_DIR, expect_ready, kill_foreign, start_child, stop_child
+from tests.support import (
+    CHILDREN_DIR,
+    REPO_DIR,
+    expect_ready,
+    kill_foreign,
+    start_child,
+    stop_child,
+    wait_for_state,
+)
 
 
 @dataclass
@@ -31,8 +39,10 @@ class ServerChild:
         stop_child(self.process)
 
     def stop(self) -> None:
+        """SIGSTOP the server and return once the kernel shows it stopped (the signal acts asynchronously)."""
         self.process.send_signal(signal.SIGSTOP)
         self.stopped = True
+        wait_for_state(self.pid, "T")
 
     def cleanup(self) -> None:
         if self.stopped and self.process.poll() is None:
