@@ -13,6 +13,10 @@ from hypothesis import settings
 
 from tests.kea import KeaDaemon, require_kea, start_kea
 
+# The project's own fixture for daemon authors (ctrlsock_server_factory), loaded by module name so that it
+# works from a checkout as well as with the installed entry point of the same name.
+pytest_plugins = ["ctrlsock.pytest_plugin"]
+
 # Tests never assert wall-clock bounds (speed is measured by benchmarks): Hypothesis's per-example
 # deadline would turn a busy 2-core CI machine into flaky failures.
 settings.register_profile("ctrlsock", deadline=None, print_blob=True)

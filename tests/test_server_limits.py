@@ -4,7 +4,6 @@ generic handler-failure texts, refusals that say so, and a silent library logger
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -25,6 +24,7 @@ from hypothesis import strategies as st
 from ctrlsock.protocol import Reply, encode_reply
 from ctrlsock.server import CommandContext, ControlServer, JsonFileConfig, ServerConfig
 from ctrlsock.server.builtin_commands import encode_config_reply
+from ctrlsock.testing import ServerFactory
 from tests.children.server_client import ask, ask_raw, connect, read_to_eof
 from tests.support import REPO_DIR
 from tests.test_server import LogWatch
@@ -48,10 +48,10 @@ def log_watch() -> Iterator[LogWatch]:
 
 
 @pytest.fixture(params=["thread", "asyncio"])
-def serve(request: pytest.FixtureRequest, sock_path: Path) -> Iterator[Callable[..., ControlServer]]:
+def serve(
+    request: pytest.FixtureRequest, sock_path: Path, ctrlsock_server_factory: ServerFactory
+) -> Callable[..., ControlServer]:
     """Start a server in the thread embedding, or on an asyncio loop running in another thread."""
-    servers: list[ControlServer] = []
-    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
 
     def start(config: ServerConfig, **kwargs: Any) -> ControlServer:
         server = ControlServer(sock_path, program="limits-test", version="3.3.3", config=config, **kwargs)
@@ -68,26 +68,9 @@ def serve(request: pytest.FixtureRequest, sock_path: Path) -> Iterator[Callable[
         def boom(arguments: Any, context: CommandContext) -> None:
             raise RuntimeError("db password=hunter2 invalid")
 
-        if request.param == "thread":
-            server.start_in_thread()
-        else:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, daemon=True)
-            thread.start()
-            loops.append((loop, thread))
-            asyncio.run_coroutine_threadsafe(server.start(), loop).result(WAIT)
-        servers.append(server)
-        return server
+        return ctrlsock_server_factory(request.param, server=server)
 
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.stop()
-        for loop, thread in loops:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(WAIT)
-            loop.close()
+    return start
 
 
 def read_reply(sock: Any) -> bytes:

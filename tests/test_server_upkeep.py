@@ -6,11 +6,9 @@ tests wait for those lines, then look at the files.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import pytest
 from ctrlsock.errors import LockHeldError
 from ctrlsock.lock import lock_path_for, take_lock
 from ctrlsock.server import ControlServer, ServerConfig
+from ctrlsock.testing import ServerFactory
 from tests.children.server_client import ask
 from tests.test_server import LogWatch
 
@@ -40,33 +39,16 @@ def log_watch() -> Iterator[LogWatch]:
 
 
 @pytest.fixture(params=["thread", "asyncio"])
-def serve(request: pytest.FixtureRequest, sock_path: Path) -> Iterator[Any]:
+def serve(
+    request: pytest.FixtureRequest, sock_path: Path, ctrlsock_server_factory: ServerFactory
+) -> Callable[[ServerConfig], ControlServer]:
     """Start a server in the thread embedding, or on an asyncio loop running in another thread."""
-    servers: list[ControlServer] = []
-    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
 
     def start(config: ServerConfig) -> ControlServer:
         server = ControlServer(sock_path, program="upkeep-test", config=config)
-        if request.param == "thread":
-            server.start_in_thread()
-        else:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, daemon=True)
-            thread.start()
-            loops.append((loop, thread))
-            asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
-        servers.append(server)
-        return server
+        return ctrlsock_server_factory(request.param, server=server)
 
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.stop()
-        for loop, thread in loops:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
+    return start
 
 
 def test_socket_and_lock_file_are_touched(serve: Any, sock_path: Path, log_watch: LogWatch) -> None:

@@ -19,8 +19,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
+from ctrlsock import async_client, client
 from ctrlsock.errors import ServerError
 from ctrlsock.lock import SocketLock
+from ctrlsock.protocol import Reply
 
 from . import signals, systemd
 from .aio import AsyncioWaiter
@@ -215,6 +217,43 @@ class ControlServer:
 
     def remove_command(self, name: str) -> None:
         self.registry.remove(name)
+
+    def call(
+        self, command: str, arguments: object = None, *, timeout: float = client.DEFAULT_TIMEOUT
+    ) -> Reply:
+        """Send ``command`` to this server through its socket, as a client would, and return the reply.
+
+        The request takes the real path (framing, access checks, the handler's thread or loop, encoding),
+        so a test or a daemon's self-check sees exactly what ``ctrlsock send`` would. Call it from any
+        thread but the one serving: from the serving loop, ``await`` :meth:`call_async` instead.
+
+        Args:
+            command: The command name.
+            arguments: Any value JSON can encode, left out when ``None``.
+            timeout: Seconds for the whole exchange.
+
+        Returns:
+            The reply, whatever its result code (:meth:`Reply.raise_for_result` turns a failure into an
+            exception).
+
+        Raises:
+            ServerError: called from the thread or loop that serves this server (it would wait for itself).
+            ClientError: the exchange failed (the server is not serving, timed out, ...), as
+                :func:`ctrlsock.client.send_command` raises it.
+        """
+        waiter = self._waiter
+        serving_loop = waiter.loop if isinstance(waiter, AsyncioWaiter) else None
+        if threading.current_thread() is self._thread or (
+            serving_loop is not None and _running_loop() is serving_loop
+        ):
+            raise ServerError(f"call({command!r}) would block the thread that must answer it")
+        return client.send_command(self.socket_path, command, arguments, timeout=timeout)
+
+    async def call_async(
+        self, command: str, arguments: object = None, *, timeout: float = client.DEFAULT_TIMEOUT
+    ) -> Reply:
+        """:meth:`call` on the running loop (it may be the loop that serves this server)."""
+        return await async_client.send_command_async(self.socket_path, command, arguments, timeout=timeout)
 
     @property
     def commands(self) -> list[str]:
@@ -597,3 +636,10 @@ class ControlServer:
 
     def __repr__(self) -> str:
         return f"<ControlServer {self.socket_path} {self._state}>"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
