@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import logging
 
-from .commands import ACCESS_DENIED_PREFIX, CommandContext, Handler, HandlerResult, PeerCredentials
+from .commands import (
+    ACCESS_DENIED_PREFIX,
+    AfterHook,
+    BeforeHook,
+    CommandContext,
+    Handler,
+    HandlerResult,
+    PeerCredentials,
+)
 from .config import Access, ConfigProvider, JsonFileConfig, ServerConfig
 from .core import ControlServer, ServerState
 from .engine import SHUTTING_DOWN_TEXT
@@ -25,6 +33,8 @@ __all__ = [
     "ACCESS_DENIED_PREFIX",
     "SHUTTING_DOWN_TEXT",
     "Access",
+    "AfterHook",
+    "BeforeHook",
     "CommandContext",
     "ConfigProvider",
     "ControlServer",

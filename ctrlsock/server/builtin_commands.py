@@ -65,6 +65,8 @@ def register_builtins(
             "replies-dropped": stats.dropped,
             "commands-running": stats.running,
             "commands-waiting": stats.waiting,
+            # An extension key: Kea's clients ignore keys they do not know.
+            "ctrlsock": stats.extension(),
         }
         return Reply(Result.SUCCESS, "", status)
 

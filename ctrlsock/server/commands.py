@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, cast
@@ -23,9 +24,12 @@ from ctrlsock.protocol import Reply, Request, Result, encode_reply, unsupported_
 
 from .config import Access
 from .info import ServerInfo
+from .stats import UNKNOWN_COMMAND, CommandStats, result_of
 
 __all__ = [
     "ACCESS_DENIED_PREFIX",
+    "AfterHook",
+    "BeforeHook",
     "Call",
     "CommandContext",
     "CommandRegistry",
@@ -41,6 +45,13 @@ HandlerResult: TypeAlias = Reply | Mapping[str, Any] | None
 
 Handler: TypeAlias = Callable[[Any, "CommandContext"], HandlerResult | Awaitable[HandlerResult]]
 """``handler(arguments, context)``; a plain function or a coroutine function."""
+
+BeforeHook: TypeAlias = Callable[["CommandContext"], Reply | None]
+"""``hook(context)`` before a command runs: returns ``None`` to let it run, or refuses it by returning the
+:class:`Reply` to send instead or by raising :class:`~ctrlsock.errors.CommandError`."""
+
+AfterHook: TypeAlias = Callable[["CommandContext", int, float], object]
+"""``hook(context, result, seconds)`` once a command's reply is known: its result code and its duration."""
 
 ACCESS_DENIED_PREFIX: Final = "access denied: "
 """A refusal by uid/gid is result 1 with a text that starts with this (a handler failure never does)."""
@@ -84,9 +95,21 @@ class CommandContext:
         service: the request's ``service`` list (kea-ctrl-agent forwards it), or ``None``.
         remote_address: the request's ``remote-address`` (added by kea-ctrl-agent), or ``None``.
         server: the server answering (a read-only view: program, version, socket path, stats).
+        request_id: this request's number, increasing from 1 for each server (for logs).
+        started_at: ``time.monotonic()`` when the request was dispatched.
     """
 
-    __slots__ = ("_peer", "_sock", "arguments", "command", "remote_address", "server", "service")
+    __slots__ = (
+        "_peer",
+        "_sock",
+        "arguments",
+        "command",
+        "remote_address",
+        "request_id",
+        "server",
+        "service",
+        "started_at",
+    )
 
     def __init__(
         self,
@@ -94,6 +117,9 @@ class CommandContext:
         server: ServerInfo,
         sock: socket.socket | None,
         peer: PeerCredentials | None = None,
+        *,
+        request_id: int = 0,
+        started_at: float = 0.0,
     ) -> None:
         self.command = request.command
         self.arguments = request.arguments
@@ -102,6 +128,8 @@ class CommandContext:
         self.server = server
         self._sock = sock
         self._peer = peer
+        self.request_id = request_id
+        self.started_at = started_at
 
     @property
     def peer(self) -> PeerCredentials | None:
@@ -114,7 +142,7 @@ class CommandContext:
         return self._peer
 
     def __repr__(self) -> str:
-        return f"CommandContext(command={self.command!r}, peer={self._peer!r})"
+        return f"CommandContext(command={self.command!r}, request_id={self.request_id}, peer={self._peer!r})"
 
 
 class _Entry:
@@ -169,6 +197,16 @@ class Call:
 
     def run(self) -> bytes:
         """Call the handler on this thread (a coroutine handler runs on this thread's own loop)."""
+        registry = self._registry
+        if not registry.observed:
+            return self._run()
+        reply = registry.run_before(self._entry.name, self._context)
+        if reply is None:
+            reply = self._run()
+        registry.finished(self._entry.name, self._context, reply)
+        return reply
+
+    def _run(self) -> bytes:
         entry = self._entry
         try:
             result = entry.handler(self.request.arguments, self._context)
@@ -181,6 +219,16 @@ class Call:
         return self._registry.encode(entry, result)
 
     async def run_async(self) -> bytes:
+        registry = self._registry
+        if not registry.observed:
+            return await self._run_async()
+        reply = registry.run_before(self._entry.name, self._context)
+        if reply is None:
+            reply = await self._run_async()
+        registry.finished(self._entry.name, self._context, reply)
+        return reply
+
+    async def _run_async(self) -> bytes:
         entry = self._entry
         try:
             result = entry.handler(self.request.arguments, self._context)
@@ -213,6 +261,24 @@ class CommandRegistry:
         self._on_change: list[Callable[[], None]] = []
         self._default_timeout = default_timeout
         self._expose_errors = expose_errors
+        self._before: list[BeforeHook] = []
+        self._after: list[AfterHook] = []
+        self._metrics: CommandStats | None = None
+        self._last_id = 0
+        self.observed = False  # metrics or hooks: worth a clock read and a context per command
+
+    def use_metrics(self, metrics: CommandStats | None) -> None:
+        """Record each command's result and latency in ``metrics`` (``None``: record nothing)."""
+        self._metrics = metrics
+        self.observed = metrics is not None or bool(self._before or self._after)
+
+    def add_before_hook(self, hook: BeforeHook) -> None:
+        self._before.append(hook)
+        self.observed = True
+
+    def add_after_hook(self, hook: AfterHook) -> None:
+        self._after.append(hook)
+        self.observed = True
 
     def add(
         self,
@@ -276,6 +342,8 @@ class CommandRegistry:
 
     def dispatch(self, request: Request, sock: socket.socket | None) -> DispatchResult:
         """The encoded reply of an inline command (or a refusal), else the :class:`Call` to run."""
+        if self.observed:
+            return self._dispatch_observed(request, sock)
         name = request.command
         entry = self._commands.get(name)
         if entry is None:
@@ -288,14 +356,81 @@ class CommandRegistry:
         cached = entry.cached
         if cached is not None:
             return cached
-        context = CommandContext(request, self._server, sock, peer)
+        self._last_id += 1
+        context = CommandContext(request, self._server, sock, peer, request_id=self._last_id)
         if not entry.inline:
             return Call(self, entry, request, context)
+        return self._run_inline(entry, request.arguments, context)
+
+    def _run_inline(self, entry: _Entry, arguments: Any, context: CommandContext) -> bytes:
         try:
-            result = entry.handler(request.arguments, context)
+            result = entry.handler(arguments, context)
         except Exception as error:
-            return self.failure(name, error)
+            return self.failure(entry.name, error)
         return self.encode(entry, result)
+
+    def _dispatch_observed(self, request: Request, sock: socket.socket | None) -> DispatchResult:
+        """:meth:`dispatch` with metrics or hooks: the same decisions, each one recorded.
+
+        Hooks run where the handler runs: in the worker for a handler, and right here on the I/O thread
+        for an inline command (the built-ins), so they must be as quick as an inline handler.
+        """
+        started = time.monotonic()
+        name = request.command
+        entry = self._commands.get(name)
+        if entry is None:
+            unsupported = encode_reply(unsupported_reply(name))
+            if self._metrics is not None:
+                self._metrics.record(UNKNOWN_COMMAND, Result.UNSUPPORTED, time.monotonic() - started)
+            return unsupported
+        peer: PeerCredentials | None = None
+        self._last_id += 1
+        refusal: bytes | None = None
+        if self._any_access:
+            refusal, peer = self._check_access(entry, sock)
+        context = CommandContext(
+            request, self._server, sock, peer, request_id=self._last_id, started_at=started
+        )
+        if refusal is not None:
+            self.finished(name, context, refusal)
+            return refusal
+        if not entry.inline:
+            return Call(self, entry, request, context)
+        reply = self.run_before(name, context) or entry.cached
+        if reply is None:
+            reply = self._run_inline(entry, request.arguments, context)
+        self.finished(name, context, reply)
+        return reply
+
+    def run_before(self, name: str, context: CommandContext) -> bytes | None:
+        """The before-hooks; the reply that refuses the command, or None to run it.
+
+        A hook that raises anything but CommandError refuses too (logged, result 1): a hook may be an
+        authorization check, and a broken check must not let every command through.
+        """
+        for hook in self._before:
+            try:
+                refusal = hook(context)
+            except Exception as error:
+                return self.failure(name, error)
+            if refusal is not None:
+                try:
+                    return encode_reply(refusal)
+                except Exception as error:
+                    return self.failure(name, error)
+        return None
+
+    def finished(self, name: str, context: CommandContext, reply: bytes) -> None:
+        """Record the command's result and latency, then run the after-hooks (which cannot change it)."""
+        seconds = time.monotonic() - context.started_at
+        result = result_of(reply)
+        if self._metrics is not None:
+            self._metrics.record(name, result, seconds)
+        for hook in self._after:
+            try:
+                hook(context, result, seconds)
+            except Exception:
+                logger.exception("after-command hook %r failed for %r", hook, name)
 
     def encode(self, entry: _Entry, result: object) -> bytes:
         """The encoded reply (a ``bytearray`` only from config-get, which the engine treats the same)."""

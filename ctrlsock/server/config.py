@@ -130,6 +130,8 @@ class ServerConfig:
         touch_interval: seconds between ``utime()`` touches of the socket and lock file (``None``: never).
         recheck_interval: seconds between checks that the socket and lock paths still name our files;
             a deleted socket is bound again (``None``: never check).
+        metrics: count each command's result and latency for ``status-get`` (the connection and byte
+            counters are always kept).
     """
 
     mode: int = DEFAULT_MODE
@@ -153,6 +155,7 @@ class ServerConfig:
     max_buffered: int = DEFAULT_MAX_BUFFERED
     touch_interval: float | None = DEFAULT_TOUCH_INTERVAL
     recheck_interval: float | None = DEFAULT_RECHECK_INTERVAL
+    metrics: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.mode <= 0o7777:

@@ -27,7 +27,15 @@ from ctrlsock.protocol import Reply
 from . import signals, systemd
 from .aio import AsyncioWaiter
 from .builtin_commands import register_builtins
-from .commands import CommandContext, CommandRegistry, Handler, HandlerResult, PeerCredentials
+from .commands import (
+    AfterHook,
+    BeforeHook,
+    CommandContext,
+    CommandRegistry,
+    Handler,
+    HandlerResult,
+    PeerCredentials,
+)
 from .config import Access, ConfigProvider, ServerConfig
 from .endpoint import Endpoint, open_endpoint
 from .engine import Engine, raise_nofile_limit
@@ -255,6 +263,32 @@ class ControlServer:
         """:meth:`call` on the running loop (it may be the loop that serves this server)."""
         return await async_client.send_command_async(self.socket_path, command, arguments, timeout=timeout)
 
+    def before_command(self, hook: BeforeHook) -> BeforeHook:
+        """Decorator: call ``hook(context)`` before every registered command runs (in registration order).
+
+        For extra authorization: the hook refuses the command by raising
+        :class:`~ctrlsock.errors.CommandError` (its result and text are the reply) or by returning the
+        :class:`Reply` to send; the handler then never runs. Any other exception is logged and refuses the
+        command with result 1 (a broken check lets nothing through). Hooks run where the handler runs: in
+        the worker thread for a handler, on the event loop for a coroutine handler, and on the I/O thread
+        for the inline built-ins, so a hook must be quick (hand slow work, such as a remote log, to a
+        queue). Unsupported commands run no hooks.
+        """
+        self.registry.add_before_hook(hook)
+        return hook
+
+    def after_command(self, hook: AfterHook) -> AfterHook:
+        """Decorator: call ``hook(context, result, seconds)`` once each command's reply is known.
+
+        For an audit log: ``context`` says who asked what (``context.peer``, ``context.request_id``),
+        ``result`` is the reply's result code and ``seconds`` the time since the request was dispatched
+        (waiting behind other handlers included). It runs where the handler ran (see
+        :meth:`before_command`), also for commands refused by access rules or a before-hook. An exception
+        is logged; the reply is never changed.
+        """
+        self.registry.add_after_hook(hook)
+        return hook
+
     @property
     def commands(self) -> list[str]:
         """The registered command names, sorted (as ``list-commands`` answers)."""
@@ -329,6 +363,7 @@ class ControlServer:
             self._endpoint = endpoint
             self._error = None
             self.stats = ServerStats()
+            self.registry.use_metrics(self.stats.commands if config.metrics else None)
             self.exit_value = 0
             self.started_monotonic = self.reloaded_monotonic = time.monotonic()
             engine = Engine(config, endpoint, self.registry, self.stats, f"ctrlsock {self.socket_path.name}")

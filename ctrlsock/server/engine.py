@@ -323,6 +323,7 @@ class Engine:
             except OSError:
                 sock.close()
                 continue
+            stats.bytes_received += len(data)
             request = quick_request(data, max_depth) if data else None
             if request is None:
                 # Split, odd, large or empty: the session decides, and reads on if it is incomplete.
@@ -345,6 +346,7 @@ class Engine:
                 sent = -1  # EAGAIN, or the client left: the general path sorts it out
             if sent == len(reply):
                 stats.served += 1
+                stats.bytes_sent += sent
                 sock.close()
             else:
                 self._send_reply(self._adopt(sock), reply, already=max(sent, 0))
@@ -402,6 +404,7 @@ class Engine:
                 self._close(conn)
                 return False
             first = False
+            self._stats.bytes_received += len(data)
             if not self._receive(conn, data):
                 return False
 
@@ -440,6 +443,7 @@ class Engine:
             self._max_buffered,
         )
         self._stats.dropped += 1
+        self._stats.refused += 1
         self._uncount_request(conn)
         text = (
             f"request refused: the server holds too much data for clients (max_buffered {self._max_buffered})"
@@ -598,6 +602,7 @@ class Engine:
             except OSError as error:
                 self._drop(conn, f"client went away ({error.strerror})")
                 return
+        self._stats.bytes_sent += sent
         if sent == len(reply):
             self._stats.served += 1
             self._close(conn)
@@ -644,6 +649,7 @@ class Engine:
             self._max_buffered,
         )
         self._stats.dropped += 1
+        self._stats.refused += 1
         text = (
             f"the {size}-byte reply would pass the server's limit for data held for clients "
             f"(max_buffered {self._max_buffered}); try again later"
@@ -662,6 +668,7 @@ class Engine:
         except OSError as error:
             self._drop(conn, f"client went away ({error.strerror})")
             return False
+        self._stats.bytes_sent += sent
         if conn.advance(sent):
             self._stats.served += 1
             self._close(conn)
@@ -747,6 +754,7 @@ class Engine:
                 conn.events = 0
             # Kea's reply on its inactivity timer, naming any partial command it throws away.
             logger.info("connection idle for %.3g s; answering with a timeout", self._idle_timeout)
+            self._stats.timed_out += 1
             self._send_reply(conn, conn.timeout_reply())
         started = self._started
         while started:
@@ -764,6 +772,7 @@ class Engine:
                     self._request_deadline,
                     conn.buffered,
                 )
+                self._stats.timed_out += 1
                 self._send_reply(conn, conn.timeout_reply())
         writing = self._writing
         while writing:
@@ -772,6 +781,7 @@ class Engine:
                 break
             del writing[conn]
             if self._write_ready(conn):
+                self._stats.dropped_slow += 1
                 self._drop(
                     conn, f"no write progress for {self._write_deadline:.3g} s (the client is not reading)"
                 )
@@ -868,7 +878,8 @@ class Engine:
             conn.call = None
             self._stats.dropped += 1
             with contextlib.suppress(OSError):
-                conn.sock.send(reply, _SEND_FLAGS)  # small: it fits any socket buffer holding nothing
+                # small: it fits any socket buffer holding nothing
+                self._stats.bytes_sent += conn.sock.send(reply, _SEND_FLAGS)
             self._close(conn)
         self._finish()
 

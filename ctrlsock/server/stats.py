@@ -1,22 +1,139 @@
-"""Counters for ``status-get``."""
+"""The server's counters, for ``status-get``: connections, bytes, and per command results and latency.
+
+Kept cheap: plain integers. The connection and byte counters are written only by the engine's I/O thread;
+the per-command counters are written by whichever thread ran the command (the I/O thread for inline
+built-ins, a worker for handlers), so they take one uncontended lock per command.
+"""
 
 from __future__ import annotations
 
-__all__ = ["ServerStats"]
+import threading
+from bisect import bisect_left
+from typing import Final
+
+__all__ = ["LATENCY_BUCKETS", "UNKNOWN_COMMAND", "CommandStats", "ServerStats", "result_of"]
+
+LATENCY_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Upper bounds (seconds) of the latency histogram; Prometheus client libraries' defaults, extended down
+to 0.5 ms because a built-in answers in tens of microseconds."""
+
+UNKNOWN_COMMAND: Final = "(unknown)"
+"""The name unsupported commands are counted under: a client chooses the name, so counting each one apart
+would let any client grow the server's memory (and a scraper's series) without bound."""
+
+_RESULT_PREFIX: Final = b'{"result":'
+_DIGIT_AT: Final = len(_RESULT_PREFIX)
+
+
+def result_of(reply: bytes) -> int:
+    """The result code of an encoded reply (``{"result":N,...}`` as the protocol module writes it)."""
+    if reply.startswith(_RESULT_PREFIX):
+        end = _DIGIT_AT
+        while end < len(reply) and reply[end] not in b",}":
+            end += 1
+        try:
+            return int(reply[_DIGIT_AT:end])
+        except ValueError:
+            pass
+    return -1
+
+
+class _Command:
+    __slots__ = ("buckets", "count", "results", "sum")
+
+    def __init__(self) -> None:
+        self.results: dict[int, int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket (not cumulative); the last is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+
+class CommandStats:
+    """Per command: replies by result code and a latency histogram (seconds from dispatch to result)."""
+
+    __slots__ = ("_by_name", "_lock")
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Command] = {}
+        self._lock = threading.Lock()
+
+    def record(self, name: str, result: int, seconds: float) -> None:
+        """Count one command's result and latency; callable from any thread."""
+        with self._lock:
+            command = self._by_name.get(name)
+            if command is None:
+                command = self._by_name[name] = _Command()
+            results = command.results
+            results[result] = results.get(result, 0) + 1
+            command.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            command.sum += seconds
+            command.count += 1
+
+    def as_dict(self) -> dict[str, dict[str, object]]:
+        """Per command name: ``results`` (count by result code) and ``duration`` (``buckets`` by upper
+        bound, cumulative as Prometheus has them, then ``sum`` and ``count``)."""
+        with self._lock:
+            out: dict[str, dict[str, object]] = {}
+            for name, command in sorted(self._by_name.items()):
+                cumulative = 0
+                buckets: dict[str, int] = {}
+                for bound, n in zip((*map(repr, LATENCY_BUCKETS), "+Inf"), command.buckets, strict=True):
+                    cumulative += n
+                    buckets[bound] = cumulative
+                out[name] = {
+                    "results": {str(code): n for code, n in sorted(command.results.items())},
+                    "duration": {"buckets": buckets, "sum": command.sum, "count": command.count},
+                }
+            return out
 
 
 class ServerStats:
-    """Counters for ``status-get``. Written only by the engine's thread; read from anywhere."""
+    """Counters for ``status-get``. Written by the engine's thread (commands: see :class:`CommandStats`);
+    read from anywhere."""
 
-    __slots__ = ("accepted", "dropped", "open", "running", "served", "waiting")
+    __slots__ = (
+        "accepted",
+        "bytes_received",
+        "bytes_sent",
+        "commands",
+        "dropped",
+        "dropped_slow",
+        "open",
+        "refused",
+        "running",
+        "served",
+        "timed_out",
+        "waiting",
+    )
 
     def __init__(self) -> None:
         self.accepted = 0
         self.served = 0
-        self.dropped = 0
+        self.dropped = 0  # every reply given up on, whatever the reason
+        self.dropped_slow = 0  # of which: no write progress within the write deadline
+        self.timed_out = 0  # answered with a timeout: idle, or the request deadline passed
+        self.refused = 0  # refused for a limit (max_buffered)
         self.open = 0
         self.running = 0  # user handlers running (a hung one counts until it returns)
         self.waiting = 0  # commands queued behind them
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.commands = CommandStats()
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -26,4 +143,21 @@ class ServerStats:
             "open": self.open,
             "running": self.running,
             "waiting": self.waiting,
+        }
+
+    def extension(self) -> dict[str, object]:
+        """The ``ctrlsock`` extension map of ``status-get``."""
+        return {
+            "connections": {
+                "open": self.open,
+                "accepted": self.accepted,
+                "served": self.served,
+                "dropped": self.dropped,
+                "dropped-slow-reader": self.dropped_slow,
+                "timed-out": self.timed_out,
+                "refused-limit": self.refused,
+            },
+            "bytes": {"received": self.bytes_received, "sent": self.bytes_sent},
+            "handlers": {"running": self.running, "waiting": self.waiting},
+            "commands": self.commands.as_dict(),
         }
