@@ -72,13 +72,17 @@ def read_exposition(text: str) -> tuple[dict[str, tuple[str, str]], list[Sample]
         elif line.startswith("# TYPE "):
             name, _, kind = line[len("# TYPE ") :].partition(" ")
             assert name == current and families[name][0] == "", line
-            assert kind in {"gauge", "counter"}
+            assert kind in {"gauge", "counter", "histogram"}
             families[name] = (kind, families[name][1])
         else:
             match = _SAMPLE.fullmatch(line)
             assert match is not None, f"not a sample line: {line!r}"
             name = match[1]
-            assert name == current, f"sample of {name} outside its family"
+            histogram = current is not None and families[current][0] == "histogram"
+            suffixes = ("_bucket", "_sum", "_count") if histogram else ("",)
+            assert any(name == f"{current}{suffix}" for suffix in suffixes), (
+                f"sample of {name} outside its family"
+            )
             assert _VALUE.fullmatch(match[match.lastindex or 0])
             labels = {key: _unescape(value) for key, value in re.findall(_LABEL, match[2] or "")}
             samples.append(Sample(name, labels, float(match[match.lastindex or 0])))
@@ -192,7 +196,30 @@ STATUS_GET_CTRLSOCK = {
     "replies-dropped": 2,
     "commands-running": 0,
     "commands-waiting": 3,
-    "ctrlsock": {"commands": {"status-get": {"0": 5}}, "bytes-in": 1234, "note": "text is skipped"},
+    "ctrlsock": {
+        "connections": {
+            "open": 1,
+            "accepted": 20,
+            "served": 17,
+            "dropped": 2,
+            "dropped-slow-reader": 1,
+            "timed-out": 3,
+            "refused-limit": 1,
+            "later": 9,
+        },
+        "bytes": {"received": 1234, "sent": 5678},
+        "handlers": {"running": 0, "waiting": 3},
+        "commands": {
+            "status-get": {
+                "results": {"0": 5},
+                "duration": {"buckets": {"0.001": 4, "0.01": 5, "+Inf": 5}, "sum": 0.004, "count": 5},
+            },
+            "(unknown)": {"results": {"2": 2}},
+            "odd": "not a map",
+        },
+        "note": "text is skipped",
+        "extra": 7,
+    },
 }
 # Kea 2.2's status-get (measured shape) and statistic-get-all: {name: [[value, "timestamp"], ...]}.
 STATUS_GET_KEA = {
@@ -232,7 +259,32 @@ def test_status_get_of_a_ctrlsock_daemon_becomes_named_metrics() -> None:
         assert families[name][0] == ("counter" if name.endswith("_total") else "gauge")
     assert value_of(samples, "ctrlsock_socket_command_success", command="status-get") == 1
     others = {s.labels["name"]: s.value for s in samples if s.name == "ctrlsock_daemon_status_value"}
-    assert others == {"socket-activated": 0, "ctrlsock.commands.status-get.0": 5, "ctrlsock.bytes-in": 1234}
+    # The extension's own counters are families of their own; numbers it adds later are still exported.
+    assert others == {"socket-activated": 0, "ctrlsock.extra": 7, "ctrlsock.connections.later": 9}
+    extension = {
+        "ctrlsock_daemon_connections_accepted_total": 20,
+        "ctrlsock_daemon_connections_dropped_slow_reader_total": 1,
+        "ctrlsock_daemon_connections_timed_out_total": 3,
+        "ctrlsock_daemon_connections_refused_total": 1,
+        "ctrlsock_daemon_bytes_received_total": 1234,
+        "ctrlsock_daemon_bytes_sent_total": 5678,
+    }
+    for name, value in extension.items():
+        assert value_of(samples, name) == value
+        assert families[name][0] == "counter"
+    assert value_of(samples, "ctrlsock_daemon_commands_total", command="status-get", result="0") == 5
+    assert value_of(samples, "ctrlsock_daemon_commands_total", command="(unknown)", result="2") == 2
+    assert families["ctrlsock_daemon_command_duration_seconds"][0] == "histogram"
+    buckets = {
+        s.labels["le"]: s.value
+        for s in samples
+        if s.name == "ctrlsock_daemon_command_duration_seconds_bucket"
+    }
+    assert buckets == {"0.001": 4, "0.01": 5, "+Inf": 5}
+    assert value_of(samples, "ctrlsock_daemon_command_duration_seconds_sum", command="status-get") == 0.004
+    assert value_of(samples, "ctrlsock_daemon_command_duration_seconds_count", command="status-get") == 5
+    # A histogram without its buckets is left out rather than written half.
+    assert not any(s.labels.get("command") == "(unknown)" for s in samples if "duration" in s.name)
 
 
 def test_kea_statistics_become_one_gauge_family_by_name() -> None:
@@ -400,6 +452,8 @@ def status_prometheus(*args: object) -> tuple[int, str]:
 
 def test_a_running_daemon_passes_promtool(promtool: str, sock_path: Path) -> None:
     with serving(sock_path) as server:
+        for command in ("version-get", "version-get", "no-such-command"):
+            run_cli("send", sock_path, command)
         code, text = status_prometheus(sock_path)
         assert code == ExitCode.OK
         check_metrics(promtool, text)
@@ -411,6 +465,17 @@ def test_a_running_daemon_passes_promtool(promtool: str, sock_path: Path) -> Non
         assert value_of(samples, "ctrlsock_socket_holder_info", pid=str(server.pid), program="ctrlsock") == 1
         assert value_of(samples, "ctrlsock_daemon_connections_served_total") >= 1
         assert value_of(samples, "ctrlsock_socket_command_success", command="status-get") == 1
+        assert value_of(samples, "ctrlsock_daemon_commands_total", command="version-get", result="0") == 2
+        assert value_of(samples, "ctrlsock_daemon_commands_total", command="(unknown)", result="2") == 1
+        count = value_of(samples, "ctrlsock_daemon_command_duration_seconds_count", command="version-get")
+        assert count == 2
+        inf = value_of(
+            samples, "ctrlsock_daemon_command_duration_seconds_bucket", command="version-get", le="+Inf"
+        )
+        assert inf == 2
+        assert value_of(samples, "ctrlsock_daemon_bytes_received_total") > 0
+        assert value_of(samples, "ctrlsock_daemon_bytes_sent_total") > 0
+        assert value_of(samples, "ctrlsock_daemon_connections_accepted_total") >= 4
         # A ctrlsock daemon (it writes a holder record) is not asked for Kea's statistics.
         assert not any(s.labels.get("command") == "statistic-get-all" for s in samples)
 

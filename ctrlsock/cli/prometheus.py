@@ -9,9 +9,10 @@ Every family is written whole (HELP, TYPE, then all its samples) before the next
 no interleaving. Each sample carries a ``socket`` label, the socket path as given to the probe.
 
 ``status-get`` keys with a known meaning (Kea's ``pid``, ``uptime``, ``reload``; ctrlsock's connection and
-command counts) get metrics of their own; any other number in it, nested maps included (an extension key
-such as ``ctrlsock``), is a ``ctrlsock_daemon_status_value`` with its key path as ``name``, so numbers a
-daemon adds later are exported without a change here.
+command counts, and the ``ctrlsock`` extension map's per-command results, latency histograms, byte and
+connection counters) get metrics of their own; any other number in it, nested maps included, is a
+``ctrlsock_daemon_status_value`` with its key path as ``name``, so numbers a daemon adds later are
+exported without a change here.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class MetricType(StrEnum):
 
     GAUGE = "gauge"
     COUNTER = "counter"
+    HISTOGRAM = "histogram"
 
 
 @dataclass
@@ -62,7 +64,8 @@ class Family:
     type: MetricType
     help: str
     samples: list[tuple[Labels, Number]] = field(default_factory=list)
-    _seen: set[Labels] = field(default_factory=set, repr=False)
+    suffixes: list[str] = field(default_factory=list)  # per sample: "" or a histogram's _bucket/_sum/_count
+    _seen: set[tuple[str, Labels]] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         if not _METRIC_NAME.fullmatch(self.name):
@@ -71,15 +74,16 @@ class Family:
         if (self.type == MetricType.COUNTER) != self.name.endswith("_total"):
             raise ValueError(f"metric name {self.name!r} does not suit a {self.type}")
 
-    def add(self, labels: Labels, value: Number) -> None:
+    def add(self, labels: Labels, value: Number, suffix: str = "") -> None:
         for name, _ in labels:
             if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
                 raise ValueError(f"label name {name!r} does not match {_LABEL_NAME.pattern}")
         # A second sample with the same labels would make Prometheus refuse the whole scrape; the
         # first wins (nested status-get keys {"a.b": 1, "a": {"b": 2}} both read "a.b", for one).
-        if labels not in self._seen:
-            self._seen.add(labels)
+        if (suffix, labels) not in self._seen:
+            self._seen.add((suffix, labels))
             self.samples.append((labels, value))
+            self.suffixes.append(suffix)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,43 @@ _STATUS_METRICS: Final[tuple[tuple[str, str, MetricType, str], ...]] = (
     ),
 )
 _KNOWN_STATUS_KEYS: Final = frozenset(key for key, *_ in _STATUS_METRICS)
+
+EXTENSION_KEY: Final = "ctrlsock"
+"""The key of a ctrlsock daemon's own map in ``status-get`` (Kea's clients ignore keys they do not know)."""
+
+# Counters of the extension map: (path, metric, help). Its open/served/dropped/handler numbers repeat the
+# flat keys above and are not exported twice.
+_EXTENSION_COUNTERS: Final[tuple[tuple[tuple[str, str], str, str], ...]] = (
+    (
+        ("connections", "accepted"),
+        "ctrlsock_daemon_connections_accepted_total",
+        "Control connections the daemon has accepted since it started.",
+    ),
+    (
+        ("connections", "dropped-slow-reader"),
+        "ctrlsock_daemon_connections_dropped_slow_reader_total",
+        "Replies dropped because the client made no read progress within the write deadline.",
+    ),
+    (
+        ("connections", "timed-out"),
+        "ctrlsock_daemon_connections_timed_out_total",
+        "Connections answered with a timeout: idle, or the request not whole within its deadline.",
+    ),
+    (
+        ("connections", "refused-limit"),
+        "ctrlsock_daemon_connections_refused_total",
+        "Requests or replies refused because the server held too much data for clients.",
+    ),
+    (("bytes", "received"), "ctrlsock_daemon_bytes_received_total", "Bytes the daemon read from clients."),
+    (("bytes", "sent"), "ctrlsock_daemon_bytes_sent_total", "Bytes the daemon wrote to clients."),
+)
+_EXTENSION_PATHS: Final = frozenset(path for path, *_ in _EXTENSION_COUNTERS) | {
+    ("connections", "open"),
+    ("connections", "served"),
+    ("connections", "dropped"),
+    ("handlers", "running"),
+    ("handlers", "waiting"),
+}
 
 
 def escape_label_value(value: str) -> str:
@@ -214,6 +255,74 @@ def _flatten(prefix: str, value: object) -> Iterable[tuple[str, Number]]:
             yield from _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
 
 
+class _ExtensionFamilies:
+    """The families read from the extension map, filled socket by socket."""
+
+    def __init__(self) -> None:
+        self.counters = {
+            path: Family(name, MetricType.COUNTER, text) for path, name, text in _EXTENSION_COUNTERS
+        }
+        self.commands = Family(
+            "ctrlsock_daemon_commands_total",
+            MetricType.COUNTER,
+            "Commands the daemon answered, by command and result code (unsupported names as (unknown)).",
+        )
+        self.duration = Family(
+            "ctrlsock_daemon_command_duration_seconds",
+            MetricType.HISTOGRAM,
+            "Seconds from a command's dispatch to its result, by command.",
+        )
+
+    def families(self) -> list[Family]:
+        return [self.commands, self.duration, *self.counters.values()]
+
+    def add(self, socket: Labels, extension: Mapping[str, object], other: Family) -> None:
+        """Add the extension's known numbers; any other number goes to ``other`` by its key path."""
+        for key, value in sorted(extension.items()):
+            if key == "commands" and isinstance(value, Mapping):
+                self._add_commands(socket, value)
+                continue
+            if isinstance(value, Mapping):
+                for inner_key, inner in sorted(value.items()):
+                    path = (str(key), str(inner_key))
+                    number = _number(inner)
+                    if path in self.counters and number is not None:
+                        self.counters[path].add(socket, number)
+                    elif path not in _EXTENSION_PATHS:
+                        for name, found in _flatten(f"{EXTENSION_KEY}.{key}.{inner_key}", inner):
+                            other.add((*socket, ("name", _text(name))), found)
+                continue
+            for name, found in _flatten(f"{EXTENSION_KEY}.{key}", value):
+                other.add((*socket, ("name", _text(name))), found)
+
+    def _add_commands(self, socket: Labels, commands: Mapping[str, object]) -> None:
+        for command, counts in sorted(commands.items()):
+            if not isinstance(counts, Mapping):
+                continue
+            labels: Labels = (*socket, ("command", _text(command)))
+            results = counts.get("results")
+            if isinstance(results, Mapping):
+                for result, n in sorted(results.items()):
+                    number = _number(n)
+                    if number is not None:
+                        self.commands.add((*labels, ("result", _text(result))), number)
+            duration = counts.get("duration")
+            if isinstance(duration, Mapping):
+                self._add_histogram(labels, duration)
+
+    def _add_histogram(self, labels: Labels, duration: Mapping[str, object]) -> None:
+        buckets = duration.get("buckets")
+        total, count = _number(duration.get("sum")), _number(duration.get("count"))
+        if not isinstance(buckets, Mapping) or total is None or count is None or "+Inf" not in buckets:
+            return  # a histogram without its +Inf bucket, sum or count is not one Prometheus takes
+        for bound, n in buckets.items():
+            number = _number(n)
+            if number is not None:
+                self.duration.add((*labels, ("le", _text(bound))), number, "_bucket")
+        self.duration.add(labels, total, "_sum")
+        self.duration.add(labels, count, "_count")
+
+
 def metric_families(items: Sequence[SocketMetrics]) -> list[Family]:
     """The families for ``items``, in the order they are written; families without samples left out."""
     state = Family(
@@ -248,6 +357,7 @@ def metric_families(items: Sequence[SocketMetrics]) -> list[Family]:
         MetricType.GAUGE,
         "Any other number in the daemon's status-get reply, by its key (nested keys joined with dots).",
     )
+    extension = _ExtensionFamilies()
     kea = Family(
         "ctrlsock_kea_statistic",
         MetricType.GAUGE,
@@ -281,6 +391,9 @@ def metric_families(items: Sequence[SocketMetrics]) -> list[Family]:
             for key, value in sorted(item.status.items()):
                 if key in _KNOWN_STATUS_KEYS:
                     continue
+                if key == EXTENSION_KEY and isinstance(value, Mapping):
+                    extension.add(socket, value, status_other)
+                    continue
                 for name, number in _flatten(str(key), value):
                     status_other.add((*socket, ("name", _text(name))), number)
         if item.statistics is not None:
@@ -290,15 +403,15 @@ def metric_families(items: Sequence[SocketMetrics]) -> list[Family]:
                     kea.add((*socket, ("name", _text(name))), value)
 
     families = [state, answered, answer, holders, problems, command_ok, *status_families.values()]
-    families += [status_other, kea]
+    families += [*extension.families(), status_other, kea]
     return [family for family in families if family.samples]
 
 
 def render_family(family: Family) -> list[str]:
     lines = [f"# HELP {family.name} {_escape_help(family.help)}", f"# TYPE {family.name} {family.type}"]
-    for labels, value in family.samples:
+    for (labels, value), suffix in zip(family.samples, family.suffixes, strict=True):
         inside = ",".join(f'{name}="{escape_label_value(text)}"' for name, text in labels)
-        name = f"{family.name}{{{inside}}}" if labels else family.name
+        name = f"{family.name}{suffix}{{{inside}}}" if labels else f"{family.name}{suffix}"
         lines.append(f"{name} {format_value(value)}")
     return lines
 
