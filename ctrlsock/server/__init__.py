@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from .arguments import ArgumentSpec, UnknownKeys, compile_arguments
 from .commands import (
     ACCESS_DENIED_PREFIX,
     AfterHook,
@@ -34,6 +35,7 @@ __all__ = [
     "SHUTTING_DOWN_TEXT",
     "Access",
     "AfterHook",
+    "ArgumentSpec",
     "BeforeHook",
     "CommandContext",
     "ConfigProvider",
@@ -45,4 +47,6 @@ __all__ = [
     "ServerConfig",
     "ServerState",
     "ServerStats",
+    "UnknownKeys",
+    "compile_arguments",
 ]

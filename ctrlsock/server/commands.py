@@ -22,6 +22,7 @@ from typing import Any, Final, TypeAlias, cast
 from ctrlsock.errors import CommandError
 from ctrlsock.protocol import Reply, Request, Result, encode_reply, unsupported_reply
 
+from .arguments import ArgumentSpec
 from .config import Access
 from .info import ServerInfo
 from .stats import UNKNOWN_COMMAND, CommandStats, result_of
@@ -146,7 +147,17 @@ class CommandContext:
 
 
 class _Entry:
-    __slots__ = ("access", "cacheable", "cached", "handler", "inline", "is_coroutine", "name", "timeout")
+    __slots__ = (
+        "access",
+        "arguments",
+        "cacheable",
+        "cached",
+        "handler",
+        "inline",
+        "is_coroutine",
+        "name",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -157,15 +168,23 @@ class _Entry:
         cacheable: bool,
         inline: bool,
         timeout: float | None,
+        arguments: ArgumentSpec | None = None,
     ) -> None:
         self.name = name
         self.handler = handler
+        self.arguments = arguments
         self.access = access
         self.cacheable = cacheable
         self.cached: bytes | None = None
         self.is_coroutine = inspect.iscoroutinefunction(handler)
         self.inline = inline and not self.is_coroutine
         self.timeout = timeout
+
+    def call(self, arguments: object, context: CommandContext) -> object:
+        """The handler's result, after its declared arguments are checked (a CommandError if not)."""
+        if self.arguments is not None:
+            arguments = self.arguments.check(arguments)
+        return self.handler(arguments, context)
 
 
 class Call:
@@ -209,7 +228,7 @@ class Call:
     def _run(self) -> bytes:
         entry = self._entry
         try:
-            result = entry.handler(self.request.arguments, self._context)
+            result = entry.call(self.request.arguments, self._context)
             if inspect.isawaitable(result):
                 return self._registry.failure(
                     entry.name, TypeError("a coroutine handler cannot run on a worker thread")
@@ -231,7 +250,7 @@ class Call:
     async def _run_async(self) -> bytes:
         entry = self._entry
         try:
-            result = entry.handler(self.request.arguments, self._context)
+            result = entry.call(self.request.arguments, self._context)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as error:
@@ -290,8 +309,9 @@ class CommandRegistry:
         cacheable: bool = False,
         inline: bool = False,
         timeout: float | None = None,
+        arguments: ArgumentSpec | None = None,
     ) -> None:
-        """Register ``handler`` for ``name``.
+        """Register ``handler`` for ``name`` (its ``arguments`` checked first when declared).
 
         ``cacheable`` marks a reply that depends on nothing (not the arguments, the peer or the time):
         it is encoded once and the same bytes are sent to every client (``version-get``). ``inline``
@@ -310,6 +330,7 @@ class CommandRegistry:
             cacheable=cacheable,
             inline=inline,
             timeout=timeout if timeout is not None else self._default_timeout,
+            arguments=arguments,
         )
         if access is not None:
             self._any_access = True
@@ -364,7 +385,7 @@ class CommandRegistry:
 
     def _run_inline(self, entry: _Entry, arguments: Any, context: CommandContext) -> bytes:
         try:
-            result = entry.handler(arguments, context)
+            result = entry.call(arguments, context)
         except Exception as error:
             return self.failure(entry.name, error)
         return self.encode(entry, result)

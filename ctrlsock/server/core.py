@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -26,6 +26,7 @@ from ctrlsock.protocol import Reply
 
 from . import signals, systemd
 from .aio import AsyncioWaiter
+from .arguments import ArgumentSpec, compile_arguments
 from .builtin_commands import register_builtins
 from .commands import (
     AfterHook,
@@ -157,6 +158,7 @@ class ControlServer:
         replace: bool = False,
         inline: bool = False,
         timeout: float | None = None,
+        arguments: type[Mapping[str, Any]] | ArgumentSpec | None = None,
     ) -> Callable[
         [Callable[[Any, CommandContext], HandlerReturn]], Callable[[Any, CommandContext], HandlerReturn]
     ]:
@@ -190,6 +192,13 @@ class ControlServer:
             replace: replace an existing command (a built-in, say) instead of failing.
             inline: run a plain function on the I/O thread.
             timeout: seconds the handler may take before its client is answered without it.
+            arguments: a ``TypedDict`` declaring the arguments (or its :func:`compile_arguments` form,
+                to choose what unknown keys get); a request that does not fit is refused before the
+                handler runs, with result 1 and a text such as ``Error during command processing:
+                missing parameter 'ip-address'``. Absent arguments reach the handler as ``{}``.
+
+        Raises:
+            TypeError: ``arguments`` uses a type hint that cannot be checked.
         """
 
         def decorate(
@@ -203,6 +212,7 @@ class ControlServer:
                 replace=replace,
                 inline=inline,
                 timeout=timeout,
+                arguments=arguments,
             )
             return handler
 
@@ -218,10 +228,16 @@ class ControlServer:
         replace: bool = False,
         inline: bool = False,
         timeout: float | None = None,
+        arguments: type[Mapping[str, Any]] | ArgumentSpec | None = None,
     ) -> None:
         """Register ``handler`` for ``name`` (see :meth:`command`)."""
+        spec = arguments
+        if spec is not None and not isinstance(spec, ArgumentSpec):
+            spec = compile_arguments(spec)  # a bad declaration fails here, not at the first request
         access = Access.of(allow_uids, allow_gids) or self._pending_access.pop(name, None)
-        self.registry.add(name, handler, access=access, replace=replace, inline=inline, timeout=timeout)
+        self.registry.add(
+            name, handler, access=access, replace=replace, inline=inline, timeout=timeout, arguments=spec
+        )
 
     def remove_command(self, name: str) -> None:
         self.registry.remove(name)
