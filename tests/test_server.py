@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -25,6 +24,7 @@ from ctrlsock.errors import CommandError, ServerError
 from ctrlsock.lock import lock_path_for
 from ctrlsock.protocol import Reply, encode_reply
 from ctrlsock.server import Access, CommandContext, ControlServer, JsonFileConfig, ServerConfig
+from ctrlsock.testing import ServerFactory
 from tests.children.server_client import ask, ask_raw, connect, read_to_eof, slow_read
 
 FAST = ServerConfig(idle_timeout=5.0, write_deadline=5.0, stop_grace=1.0)
@@ -96,35 +96,18 @@ def add_test_commands(server: ControlServer) -> None:
 
 
 @pytest.fixture(params=["thread", "asyncio"])
-def make_server(request: pytest.FixtureRequest, sock_path: Path) -> Iterator[Callable[..., ControlServer]]:
+def make_server(
+    request: pytest.FixtureRequest, sock_path: Path, ctrlsock_server_factory: ServerFactory
+) -> Callable[..., ControlServer]:
     """Servers in the thread embedding, or on an asyncio loop that runs in another thread: every test that
     uses it (or ``server``) runs against both."""
-    started: list[ControlServer] = []
-    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
 
     def make(config: ServerConfig = FAST, **kwargs: Any) -> ControlServer:
         server = ControlServer(sock_path, program="test-server", version="1.2.3", config=config, **kwargs)
         add_test_commands(server)
-        if request.param == "thread":
-            server.start_in_thread()
-        else:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="test loop", daemon=True)
-            thread.start()
-            loops.append((loop, thread))
-            asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
-        started.append(server)
-        return server
+        return ctrlsock_server_factory(request.param, server=server)
 
-    try:
-        yield make
-    finally:
-        for server in started:
-            server.stop()
-        for loop, thread in loops:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
+    return make
 
 
 @pytest.fixture
@@ -518,6 +501,7 @@ def test_stop_leaves_a_socket_that_is_not_ours(make_server: Callable[..., Contro
         intruder.bind(str(server.socket_path))
         server.stop()
         assert stat.S_ISSOCK(os.lstat(server.socket_path).st_mode)
+    server.socket_path.unlink()  # the intruder's file: the fixture checks no socket is left at the path
 
 
 def test_stop_lets_an_in_flight_reply_finish(make_server: Callable[..., ControlServer]) -> None:

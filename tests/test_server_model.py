@@ -24,6 +24,7 @@ import pytest
 
 from ctrlsock.lock import lock_path_for, read_record
 from ctrlsock.server import CommandContext, ControlServer, ServerConfig, ServerState
+from ctrlsock.testing import ServerFactory
 from tests.children.server_client import ask, connect, read_to_eof
 from tests.test_server import LogWatch
 
@@ -58,24 +59,21 @@ def log_watch() -> Iterator[LogWatch]:
 
 
 class Embedded:
-    """A server running in one embedding, driven from the test's thread."""
+    """A server running in one embedding (started by the plugin's fixture), driven from the test's thread."""
 
-    def __init__(self, kind: str, server: ControlServer) -> None:
+    def __init__(self, kind: str, server: ControlServer, factory: ServerFactory) -> None:
         self.kind = kind
         self.server = server
+        self._factory = factory
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self.io_thread: int | None = None
 
     def start(self) -> None:
-        if self.kind == "thread":
-            self.server.start_in_thread()
-            return
-        loop = self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="test loop", daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), loop).result(WAIT)
-        self.io_thread = self._thread.ident
+        self._factory(self.kind, server=self.server)
+        loop = self._loop = self._factory.loop_of(self.server)
+        if loop is not None:
+            ident = asyncio.run_coroutine_threadsafe(_thread_ident(), loop).result(WAIT)
+            self.io_thread = ident
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop and wait for the clean stop to finish."""
@@ -92,34 +90,26 @@ class Embedded:
         if self.server.state is not ServerState.STOPPED:
             asyncio.run_coroutine_threadsafe(close(), loop).result(WAIT * 2)
 
-    def close(self) -> None:
-        self.stop()
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            assert self._thread is not None
-            self._thread.join(WAIT)
-            self._loop.close()
+
+async def _thread_ident() -> int:
+    return threading.get_ident()
 
 
 @pytest.fixture(params=["thread", "asyncio"])
-def embed(request: pytest.FixtureRequest, sock_path: Path) -> Iterator[Callable[..., Embedded]]:
+def embed(
+    request: pytest.FixtureRequest, sock_path: Path, ctrlsock_server_factory: ServerFactory
+) -> Callable[..., Embedded]:
     """``embed(config, setup)`` builds a server, lets ``setup(server)`` add commands, starts it."""
-    made: list[Embedded] = []
 
     def make(config: ServerConfig = CONFIG, setup: Callable[[ControlServer], None] | None = None) -> Embedded:
         server = ControlServer(sock_path, program="model-test", version="7.7.7", config=config)
         if setup is not None:
             setup(server)
-        embedded = Embedded(request.param, server)
+        embedded = Embedded(request.param, server, ctrlsock_server_factory)
         embedded.start()
-        made.append(embedded)
         return embedded
 
-    try:
-        yield make
-    finally:
-        for embedded in made:
-            embedded.close()
+    return make
 
 
 class Gate:
