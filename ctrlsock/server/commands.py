@@ -152,6 +152,7 @@ class _Entry:
         "arguments",
         "cacheable",
         "cached",
+        "cached_result",
         "handler",
         "inline",
         "is_coroutine",
@@ -176,6 +177,7 @@ class _Entry:
         self.access = access
         self.cacheable = cacheable
         self.cached: bytes | None = None
+        self.cached_result = 0
         self.is_coroutine = inspect.iscoroutinefunction(handler)
         self.inline = inline and not self.is_coroutine
         self.timeout = timeout
@@ -285,19 +287,20 @@ class CommandRegistry:
         self._metrics: CommandStats | None = None
         self._last_id = 0
         self.observed = False  # metrics or hooks: worth a clock read and a context per command
+        self._hooked = False
 
     def use_metrics(self, metrics: CommandStats | None) -> None:
         """Record each command's result and latency in ``metrics`` (``None``: record nothing)."""
         self._metrics = metrics
-        self.observed = metrics is not None or bool(self._before or self._after)
+        self.observed = metrics is not None or self._hooked
 
     def add_before_hook(self, hook: BeforeHook) -> None:
         self._before.append(hook)
-        self.observed = True
+        self.observed = self._hooked = True
 
     def add_after_hook(self, hook: AfterHook) -> None:
         self._after.append(hook)
-        self.observed = True
+        self.observed = self._hooked = True
 
     def add(
         self,
@@ -409,6 +412,11 @@ class CommandRegistry:
         refusal: bytes | None = None
         if self._any_access:
             refusal, peer = self._check_access(entry, sock)
+        cached = entry.cached
+        if cached is not None and refusal is None and not self._hooked and self._metrics is not None:
+            # Metrics alone on a cached reply (version-get): no context to build, and its result is known.
+            self._metrics.record(name, entry.cached_result, time.monotonic() - started)
+            return cached
         context = CommandContext(
             request, self._server, sock, peer, request_id=self._last_id, started_at=started
         )
@@ -417,7 +425,10 @@ class CommandRegistry:
             return refusal
         if not entry.inline:
             return Call(self, entry, request, context)
-        reply = self.run_before(name, context) or entry.cached
+        reply = self.run_before(name, context)
+        if reply is None and cached is not None:
+            self.finished(name, context, cached, entry.cached_result)
+            return cached
         if reply is None:
             reply = self._run_inline(entry, request.arguments, context)
         self.finished(name, context, reply)
@@ -441,10 +452,11 @@ class CommandRegistry:
                     return self.failure(name, error)
         return None
 
-    def finished(self, name: str, context: CommandContext, reply: bytes) -> None:
+    def finished(self, name: str, context: CommandContext, reply: bytes, result: int | None = None) -> None:
         """Record the command's result and latency, then run the after-hooks (which cannot change it)."""
         seconds = time.monotonic() - context.started_at
-        result = result_of(reply)
+        if result is None:
+            result = result_of(reply)
         if self._metrics is not None:
             self._metrics.record(name, result, seconds)
         for hook in self._after:
@@ -472,6 +484,7 @@ class CommandRegistry:
             return self.failure(entry.name, error)
         if entry.cacheable:
             entry.cached = data
+            entry.cached_result = result_of(data)
         return data
 
     def failure(self, name: str, error: Exception) -> bytes:

@@ -38,29 +38,45 @@ would let any client grow the server's memory (and a scraper's series) without b
 
 _RESULT_PREFIX: Final = b'{"result":'
 _DIGIT_AT: Final = len(_RESULT_PREFIX)
+_ENDS: Final = b",}"
+_ZERO: Final = ord("0")
 
 
 def result_of(reply: bytes) -> int:
     """The result code of an encoded reply (``{"result":N,...}`` as the protocol module writes it)."""
-    if reply.startswith(_RESULT_PREFIX):
-        end = _DIGIT_AT
-        while end < len(reply) and reply[end] not in b",}":
-            end += 1
-        try:
-            return int(reply[_DIGIT_AT:end])
-        except ValueError:
-            pass
-    return -1
+    if not reply.startswith(_RESULT_PREFIX):
+        return -1
+    if len(reply) > _DIGIT_AT + 1 and reply[_DIGIT_AT + 1] in _ENDS:
+        digit = reply[_DIGIT_AT] - _ZERO  # a one-digit code: every Kea result code
+        if 0 <= digit <= 9:
+            return digit
+    end = _DIGIT_AT
+    while end < len(reply) and reply[end] not in _ENDS:
+        end += 1
+    try:
+        return int(reply[_DIGIT_AT:end])
+    except ValueError:
+        return -1
+
+
+_KNOWN_RESULTS: Final = 8
+"""Result codes 0..7 are counted in a list (Kea's are 0..5); others in a dict."""
 
 
 class _Command:
-    __slots__ = ("buckets", "count", "results", "sum")
+    __slots__ = ("buckets", "count", "other_results", "results", "sum")
 
     def __init__(self) -> None:
-        self.results: dict[int, int] = {}
+        self.results = [0] * _KNOWN_RESULTS
+        self.other_results: dict[int, int] = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket (not cumulative); the last is +Inf
         self.sum = 0.0
         self.count = 0
+
+    def by_result(self) -> dict[int, int]:
+        counts = {code: n for code, n in enumerate(self.results) if n}
+        counts.update(self.other_results)
+        return counts
 
 
 class CommandStats:
@@ -74,13 +90,16 @@ class CommandStats:
 
     def record(self, name: str, result: int, seconds: float) -> None:
         """Count one command's result and latency; callable from any thread."""
+        bucket = bisect_left(LATENCY_BUCKETS, seconds)
         with self._lock:
             command = self._by_name.get(name)
             if command is None:
                 command = self._by_name[name] = _Command()
-            results = command.results
-            results[result] = results.get(result, 0) + 1
-            command.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            if 0 <= result < _KNOWN_RESULTS:
+                command.results[result] += 1
+            else:
+                command.other_results[result] = command.other_results.get(result, 0) + 1
+            command.buckets[bucket] += 1
             command.sum += seconds
             command.count += 1
 
@@ -96,7 +115,7 @@ class CommandStats:
                     cumulative += n
                     buckets[bound] = cumulative
                 out[name] = {
-                    "results": {str(code): n for code, n in sorted(command.results.items())},
+                    "results": {str(code): n for code, n in sorted(command.by_result().items())},
                     "duration": {"buckets": buckets, "sum": command.sum, "count": command.count},
                 }
             return out

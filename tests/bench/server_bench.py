@@ -12,6 +12,9 @@ memory of replies to clients that do not read, and other clients' latency while 
     python3 tests/bench/server_bench.py stop [--grace 1.0]
     python3 tests/bench/server_bench.py nonreading [--stuck 40] [--size-mib 46] [--duration 5]
     python3 tests/bench/server_bench.py requests
+    python3 tests/bench/server_bench.py overhead [--engine thread] [--clients 8] [--duration 5] [--rounds 3]
+        [--command version-get]
+        (metrics and hooks: a server without them against one with metrics and two audit hooks)
     python3 tests/bench/server_bench.py all [--clients 1 8] [--duration 5] [--rounds 3]
         (slow, stop, nonreading, requests, then throughput, in one run)
 
@@ -506,6 +509,67 @@ def large_requests(options: argparse.Namespace) -> dict[str, Any]:
     return {"request_mb": size / 1e6, "before_mib": before / 1024, "after_mib": after / 1024}
 
 
+# --- the cost of metrics and hooks ---------------------------------------------------------------------
+
+
+def overhead(options: argparse.Namespace) -> dict[str, Any]:
+    """Throughput without metrics or hooks, and with metrics plus a before- and an after-hook, in one run.
+
+    The servers run at once and each round measures each (in a rotating order, so none always runs last
+    on a machine that warms up or cools down); the ratios are taken within a round.
+    """
+    engine = options.engine[0] if options.engine != ["daemon"] else "thread"
+    variants = {"plain": ("--no-metrics",), "metrics": (), "metrics+hooks": ("--audit-hooks",)}
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    ratios: list[float] = []
+    metrics_ratios: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="csb-", dir="/tmp") as temp, contextlib.ExitStack() as stack:
+        paths: dict[str, Path] = {}
+        for index, (name, extra) in enumerate(variants.items()):
+            variant_dir = Path(temp) / str(index)
+            variant_dir.mkdir()
+            paths[name] = stack.enter_context(our_server(variant_dir, engine, extra))
+        clients = options.clients[0]
+        for round_number in range(options.rounds):
+            order = list(variants)[round_number % 3 :] + list(variants)[: round_number % 3]
+            measured: dict[str, float] = {}
+            for name in order:
+                result = run_load(
+                    paths[name],
+                    clients=clients,
+                    duration=options.duration,
+                    label=f"{name} r{round_number + 1}",
+                    command=options.command,
+                )
+                _print(result)
+                measured[name] = result.per_second
+                rates[name].append(result.per_second)
+            ratios.append(measured["metrics+hooks"] / measured["plain"])
+            metrics_ratios.append(measured["metrics"] / measured["plain"])
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    medians = {name: median(values) for name, values in rates.items()}
+    print(
+        f"{options.command}, {engine}, {clients} clients, {options.rounds} rounds of {options.duration:g} s:"
+        f" medians: plain {medians['plain']:.0f}/s, metrics {medians['metrics']:.0f}/s,"
+        f" metrics+hooks {medians['metrics+hooks']:.0f}/s; per-round ratios to plain: metrics"
+        f" {', '.join(f'{r:.3f}' for r in metrics_ratios)} (median {median(metrics_ratios):.3f}),"
+        f" metrics+hooks {', '.join(f'{r:.3f}' for r in ratios)} (median {median(ratios):.3f})",
+        flush=True,
+    )
+    return {
+        "engine": engine,
+        "clients": clients,
+        "rates": rates,
+        "medians": medians,
+        "ratios": {"metrics": metrics_ratios, "metrics+hooks": ratios},
+    }
+
+
 # --- everything issue-level, in one run ---------------------------------------------------------------
 
 
@@ -528,7 +592,18 @@ def main() -> int:
     )
     parser.add_argument(
         "what",
-        choices=["throughput", "idle", "memory", "latency", "slow", "stop", "nonreading", "requests", "all"],
+        choices=[
+            "throughput",
+            "idle",
+            "memory",
+            "latency",
+            "slow",
+            "stop",
+            "nonreading",
+            "requests",
+            "overhead",
+            "all",
+        ],
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--duration", type=float, default=5.0)
@@ -539,6 +614,7 @@ def main() -> int:
     parser.add_argument("--stuck", type=int, default=8)
     parser.add_argument("--size-mib", type=int, default=16)
     parser.add_argument("--grace", type=float, default=1.0)
+    parser.add_argument("--command", default="version-get")
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
     runner = {
@@ -550,6 +626,7 @@ def main() -> int:
         "stop": bounded_stop,
         "nonreading": nonreading,
         "requests": large_requests,
+        "overhead": overhead,
         "all": everything,
     }[options.what]
     summary = runner(options)

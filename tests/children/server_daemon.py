@@ -1,13 +1,15 @@
 """A daemon embedding ctrlsock's server, for tests that need a real separate process.
 
 Usage: server_daemon.py EMBEDDING SOCKET [--umask OCTAL] [--mode OCTAL] [--stop-grace SECONDS]
-       [--idle-timeout SECONDS] [--config FILE]
+       [--idle-timeout SECONDS] [--config FILE] [--no-metrics] [--audit-hooks]
 EMBEDDING is ``thread`` (start_in_thread + signal handlers + wait), ``asyncio`` (async with + serve_forever)
 or ``daemon`` (run_daemon, what ``ctrlsock serve`` runs). Prints ``ready`` once serving (``daemon``: once the
 socket answers), ``stopped N`` when done (N: the exit value), or ``error: MESSAGE`` and exits 2.
 Extra command ``blob`` ({"size": N}) answers with N bytes of payload, ``whoami`` with the peer credentials,
 ``sleep`` ({"seconds": S}) blocks its worker thread for S seconds. ``--config FILE`` serves a JSON file
-through the ``config-*`` commands.
+through the ``config-*`` commands. ``--no-metrics`` turns the per-command metrics off; ``--audit-hooks``
+registers a before-hook that lets everything through and an after-hook that logs at INFO to a logger that
+drops it (the cost of the hook machinery itself, for the overhead benchmark).
 """
 
 from __future__ import annotations
@@ -30,12 +32,26 @@ from ctrlsock.server import CommandContext, ControlServer, JsonFileConfig, Serve
 
 def build(socket_path: Path, options: argparse.Namespace) -> ControlServer:
     config = ServerConfig(
-        mode=int(options.mode, 8), stop_grace=options.stop_grace, idle_timeout=options.idle_timeout
+        mode=int(options.mode, 8),
+        stop_grace=options.stop_grace,
+        idle_timeout=options.idle_timeout,
+        metrics=not options.no_metrics,
     )
     provider = JsonFileConfig(Path(options.config)) if options.config else None
     server = ControlServer(
         socket_path, program="server-daemon", version="9.8.7", config=config, config_provider=provider
     )
+
+    if options.audit_hooks:
+        audit = logging.getLogger("server-daemon.audit")
+
+        @server.before_command
+        def allow(context: CommandContext) -> None:
+            return None
+
+        @server.after_command
+        def log_it(context: CommandContext, result: int, seconds: float) -> None:
+            audit.info("#%d %s: result %d in %.6f s", context.request_id, context.command, result, seconds)
 
     @server.command("sleep")
     def sleep(arguments: Any, context: CommandContext) -> None:
@@ -106,6 +122,8 @@ def main() -> int:
     parser.add_argument("--stop-grace", type=float, default=2.0)
     parser.add_argument("--idle-timeout", type=float, default=10.0)
     parser.add_argument("--config", default=None)
+    parser.add_argument("--no-metrics", action="store_true")
+    parser.add_argument("--audit-hooks", action="store_true")
     options = parser.parse_args()
     # The library logs through a NullHandler only: a daemon chooses where its logs go, as this one does.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
