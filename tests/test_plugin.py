@@ -162,3 +162,41 @@ def test_the_readme_example_passes(pytester: pytest.Pytester) -> None:
     blocks = [block for block in blocks if "ctrlsock_server_factory" in block]
     assert len(blocks) == 1
     run_author_tests(pytester, blocks[0]).assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize("how", ["option", "conftest"])
+def test_the_installed_entry_point_and_an_explicit_load_register_one_plugin(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # What `pip install` writes, beside the checkout: the entry point as pyproject.toml declares it.
+    project = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]
+    lines = [f"{name} = {target}" for name, target in project["entry-points"]["pytest11"].items()]
+    site = pytester.mkdir("site")
+    dist_info = site / "ctrlsock-0.0.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: ctrlsock\nVersion: 0.0.0\n")
+    (dist_info / "entry_points.txt").write_text("[pytest11]\n" + "\n".join(lines) + "\n")
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{REPO_DIR}")
+    pytester.makepyfile(test_author=AUTHOR_TESTS)
+    if how == "conftest":
+        pytester.makeconftest('pytest_plugins = ["ctrlsock.pytest_plugin"]\n')
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    else:
+        result = pytester.runpytest_subprocess("-p", "ctrlsock.pytest_plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_call_from_an_inline_handler_of_the_thread_embedding_refuses(
+    ctrlsock_server_factory: ServerFactory,
+) -> None:
+    server = ctrlsock_server_factory("thread")
+
+    @server.command("recurse", inline=True)
+    def recurse(arguments: Any, context: CommandContext) -> None:
+        server.call("version-get")  # on the I/O thread, which would have to answer it
+
+    reply = server.call("recurse")
+    assert (reply.result, reply.text) == (
+        1,
+        "Error during command processing: call('version-get') would block the thread that must answer it",
+    )
