@@ -519,6 +519,17 @@ def test_sdist_carries_what_distributions_package(distributions: Path) -> None:
 
 
 @pytest.mark.slow
+def test_wheel_registers_the_pytest_plugin_under_its_module_name(distributions: Path) -> None:
+    (wheel,) = distributions.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (name,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+        text = archive.read(name).decode()
+    assert "[pytest11]\nctrlsock.pytest_plugin = ctrlsock.pytest_plugin\n" in text
+    assert "ctrlsock/pytest_plugin.py" in names
+
+
+@pytest.mark.slow
 def test_wheel_installs_into_fresh_venv_and_serves(
     distributions: Path, tmp_path: Path, sock_dir: Path
 ) -> None:

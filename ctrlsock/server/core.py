@@ -249,7 +249,9 @@ class ControlServer:
 
         The request takes the real path (framing, access checks, the handler's thread or loop, encoding),
         so a test or a daemon's self-check sees exactly what ``ctrlsock send`` would. Call it from any
-        thread but the one serving: from the serving loop, ``await`` :meth:`call_async` instead.
+        thread but the one serving: from the serving loop, ``await`` :meth:`call_async` instead. A handler
+        calling another user command needs ``max_concurrent_handlers`` of 2 or more (else the second waits
+        for the first until ``timeout``).
 
         Args:
             command: The command name.
