@@ -405,7 +405,9 @@ class CommandRegistry:
         if entry is None:
             unsupported = encode_reply(unsupported_reply(name))
             if self._metrics is not None:
-                self._metrics.record(UNKNOWN_COMMAND, Result.UNSUPPORTED, time.monotonic() - started)
+                self._metrics.record_on_io_thread(
+                    UNKNOWN_COMMAND, Result.UNSUPPORTED, time.monotonic() - started
+                )
             return unsupported
         peer: PeerCredentials | None = None
         self._last_id += 1
@@ -415,23 +417,23 @@ class CommandRegistry:
         cached = entry.cached
         if cached is not None and refusal is None and not self._hooked and self._metrics is not None:
             # Metrics alone on a cached reply (version-get): no context to build, and its result is known.
-            self._metrics.record(name, entry.cached_result, time.monotonic() - started)
+            self._metrics.record_on_io_thread(name, entry.cached_result, time.monotonic() - started)
             return cached
         context = CommandContext(
             request, self._server, sock, peer, request_id=self._last_id, started_at=started
         )
         if refusal is not None:
-            self.finished(name, context, refusal)
+            self.finished(name, context, refusal, on_io_thread=True)
             return refusal
         if not entry.inline:
             return Call(self, entry, request, context)
         reply = self.run_before(name, context)
         if reply is None and cached is not None:
-            self.finished(name, context, cached, entry.cached_result)
+            self.finished(name, context, cached, entry.cached_result, on_io_thread=True)
             return cached
         if reply is None:
             reply = self._run_inline(entry, request.arguments, context)
-        self.finished(name, context, reply)
+        self.finished(name, context, reply, on_io_thread=True)
         return reply
 
     def run_before(self, name: str, context: CommandContext) -> bytes | None:
@@ -452,13 +454,25 @@ class CommandRegistry:
                     return self.failure(name, error)
         return None
 
-    def finished(self, name: str, context: CommandContext, reply: bytes, result: int | None = None) -> None:
+    def finished(
+        self,
+        name: str,
+        context: CommandContext,
+        reply: bytes,
+        result: int | None = None,
+        *,
+        on_io_thread: bool = False,
+    ) -> None:
         """Record the command's result and latency, then run the after-hooks (which cannot change it)."""
         seconds = time.monotonic() - context.started_at
         if result is None:
             result = result_of(reply)
-        if self._metrics is not None:
-            self._metrics.record(name, result, seconds)
+        metrics = self._metrics
+        if metrics is not None:
+            if on_io_thread:
+                metrics.record_on_io_thread(name, result, seconds)
+            else:
+                metrics.record(name, result, seconds)
         for hook in self._after:
             try:
                 hook(context, result, seconds)

@@ -73,52 +73,79 @@ class _Command:
         self.sum = 0.0
         self.count = 0
 
+    def add(self, other: _Command) -> None:
+        self.results = [a + b for a, b in zip(self.results, other.results, strict=True)]
+        for code, n in other.other_results.items():
+            self.other_results[code] = self.other_results.get(code, 0) + n
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        self.sum += other.sum
+        self.count += other.count
+
     def by_result(self) -> dict[int, int]:
         counts = {code: n for code, n in enumerate(self.results) if n}
         counts.update(self.other_results)
         return counts
 
 
+def _count(by_name: dict[str, _Command], name: str, result: int, seconds: float) -> None:
+    command = by_name.get(name)
+    if command is None:
+        command = by_name[name] = _Command()
+    if 0 <= result < _KNOWN_RESULTS:
+        command.results[result] += 1
+    else:
+        command.other_results[result] = command.other_results.get(result, 0) + 1
+    command.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    command.sum += seconds
+    command.count += 1
+
+
 class CommandStats:
     """Per command: replies by result code and a latency histogram (seconds from dispatch to result)."""
 
-    __slots__ = ("_by_name", "_lock")
+    __slots__ = ("_by_name", "_io_by_name", "_lock")
 
     def __init__(self) -> None:
-        self._by_name: dict[str, _Command] = {}
+        self._by_name: dict[str, _Command] = {}  # commands run in workers: under the lock
+        self._io_by_name: dict[str, _Command] = {}  # commands run on the I/O thread: only it writes
         self._lock = threading.Lock()
 
     def record(self, name: str, result: int, seconds: float) -> None:
         """Count one command's result and latency; callable from any thread."""
-        bucket = bisect_left(LATENCY_BUCKETS, seconds)
         with self._lock:
-            command = self._by_name.get(name)
-            if command is None:
-                command = self._by_name[name] = _Command()
-            if 0 <= result < _KNOWN_RESULTS:
-                command.results[result] += 1
-            else:
-                command.other_results[result] = command.other_results.get(result, 0) + 1
-            command.buckets[bucket] += 1
-            command.sum += seconds
-            command.count += 1
+            _count(self._by_name, name, result, seconds)
+
+    def record_on_io_thread(self, name: str, result: int, seconds: float) -> None:
+        """:meth:`record` for the I/O thread (the only writer of its own map: no lock on the hot path)."""
+        _count(self._io_by_name, name, result, seconds)
+
+    def _merged(self) -> dict[str, _Command]:
+        merged: dict[str, _Command] = {}
+        with self._lock:
+            sources = [dict(self._io_by_name), dict(self._by_name)]
+        for source in sources:
+            for name, command in source.items():
+                into = merged.get(name)
+                if into is None:
+                    into = merged[name] = _Command()
+                into.add(command)
+        return merged
 
     def as_dict(self) -> dict[str, dict[str, object]]:
         """Per command name: ``results`` (count by result code) and ``duration`` (``buckets`` by upper
         bound, cumulative as Prometheus has them, then ``sum`` and ``count``)."""
-        with self._lock:
-            out: dict[str, dict[str, object]] = {}
-            for name, command in sorted(self._by_name.items()):
-                cumulative = 0
-                buckets: dict[str, int] = {}
-                for bound, n in zip((*map(repr, LATENCY_BUCKETS), "+Inf"), command.buckets, strict=True):
-                    cumulative += n
-                    buckets[bound] = cumulative
-                out[name] = {
-                    "results": {str(code): n for code, n in sorted(command.by_result().items())},
-                    "duration": {"buckets": buckets, "sum": command.sum, "count": command.count},
-                }
-            return out
+        out: dict[str, dict[str, object]] = {}
+        for name, command in sorted(self._merged().items()):
+            cumulative = 0
+            buckets: dict[str, int] = {}
+            for bound, n in zip((*map(repr, LATENCY_BUCKETS), "+Inf"), command.buckets, strict=True):
+                cumulative += n
+                buckets[bound] = cumulative
+            out[name] = {
+                "results": {str(code): n for code, n in sorted(command.by_result().items())},
+                "duration": {"buckets": buckets, "sum": command.sum, "count": command.count},
+            }
+        return out
 
 
 class ServerStats:
