@@ -16,7 +16,7 @@ import pytest
 from ctrlsock.errors import CommandError
 from ctrlsock.protocol import Reply, Result
 from ctrlsock.server import CommandContext, ControlServer, ServerConfig
-from ctrlsock.server.stats import LATENCY_BUCKETS, UNKNOWN_COMMAND, result_of
+from ctrlsock.server.stats import LATENCY_BUCKETS, UNKNOWN_COMMAND, CommandStats, result_of
 from tests import test_server_model
 from tests.children.server_client import ask, connect, read_to_eof
 from tests.test_server import LogWatch, wait_peer_closed
@@ -139,6 +139,35 @@ def test_an_idle_client_counts_as_timed_out(embed: Embed) -> None:
     assert connections["dropped-slow-reader"] == 0
 
 
+def test_a_reply_over_max_buffered_counts_as_refused(embed: Embed) -> None:
+    config = ServerConfig(idle_timeout=5.0, write_deadline=5.0, stop_grace=5.0, max_buffered=256 * 1024)
+    server = embed(config, add_commands).server
+    refused = ask(server.socket_path, "blob", {"size": 1 << 20})
+    assert refused["result"] == 1
+    assert "max_buffered" in refused["text"]
+    connections = extension(server)["connections"]
+    assert connections["refused-limit"] == 1
+    assert connections["dropped-slow-reader"] == 0
+    # The handler itself succeeded: its count says so; the refusal is the connection's.
+    assert extension(server)["commands"]["blob"]["results"] == {"0": 1}
+
+
+def test_counts_from_the_io_thread_and_from_workers_add_up() -> None:
+    stats = CommandStats()
+    stats.record_on_io_thread("status-get", 0, 0.0001)
+    stats.record("status-get", 1, 0.2)
+    stats.record("status-get", 0, 30.0)
+    counts = stats.as_dict()["status-get"]
+    assert counts["results"] == {"0": 2, "1": 1}
+    duration = counts["duration"]
+    assert duration["count"] == 3
+    assert duration["buckets"]["0.0005"] == 1
+    assert duration["buckets"]["0.25"] == 2
+    assert duration["buckets"]["10.0"] == 2
+    assert duration["buckets"]["+Inf"] == 3
+    assert duration["sum"] == pytest.approx(30.2001)
+
+
 def test_metrics_off_counts_no_commands(embed: Embed) -> None:
     server = embed(ServerConfig(idle_timeout=5.0, write_deadline=5.0, stop_grace=5.0, metrics=False)).server
     assert ask(server.socket_path, "version-get")["result"] == 0
@@ -189,6 +218,33 @@ def test_hooks_see_request_context_result_and_duration(embed: Embed) -> None:
         assert seconds >= 0.0
         assert context.started_at > 0.0
         assert peer == (os.getpid(), os.getuid(), os.getgid())
+
+
+def test_hooks_run_around_a_coroutine_handler(embed: Embed) -> None:
+    audit = Audit()
+    ran: list[int] = []
+
+    def setup(server: ControlServer) -> None:
+        @server.command("later")
+        async def later(arguments: Any, context: CommandContext) -> Any:
+            ran.append(context.request_id)
+            return {"id": context.request_id}
+
+        @server.before_command
+        def refuse_odd(context: CommandContext) -> Reply | None:
+            audit.before.append(context)
+            return Reply(Result.ERROR, "odd") if context.arguments == {"odd": True} else None
+
+        server.after_command(audit.on_after)
+
+    server = embed(CONFIG, setup).server
+    reply = ask(server.socket_path, "later")
+    assert reply["result"] == 0
+    assert ask(server.socket_path, "later", {"odd": True}) == {"result": 1, "text": "odd"}
+    assert ran == [reply["arguments"]["id"]]
+    assert [(c.command, r) for c, r, _, _ in audit.after] == [("later", 0), ("later", 1)]
+    assert all(peer == (os.getpid(), os.getuid(), os.getgid()) for *_, peer in audit.after)
+    assert extension(server)["commands"]["later"]["results"] == {"0": 1, "1": 1}
 
 
 def test_before_hook_refusal_is_the_reply_and_the_handler_never_runs(embed: Embed) -> None:
