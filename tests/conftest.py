@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import settings
 
 from tests.kea import KeaDaemon, require_kea, start_kea
+from tests.support import LogWatch
 
 # The project's own fixture for daemon authors (ctrlsock_server_factory), loaded by module name so that it
 # works from a checkout as well as with the installed entry point of the same name.
@@ -57,3 +59,18 @@ def kea_daemon() -> Iterator[KeaDaemon]:
     finally:
         daemon.cleanup()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def log_watch() -> Iterator[LogWatch]:
+    """Collects the ``ctrlsock.server`` log records of one test, at DEBUG."""
+    watch = LogWatch()
+    logger = logging.getLogger("ctrlsock.server")
+    old_level = logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield watch
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(old_level)

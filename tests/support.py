@@ -8,11 +8,13 @@ Not a child script: the scripts in tests/children run by path and import nothing
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,3 +191,27 @@ def kill_foreign(pid: int) -> None:
     except ProcessLookupError:
         return
     wait_gone(pid)
+
+
+class LogWatch(logging.Handler):
+    """Collects the server's log records and lets a test block until one matching a text arrives."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._changed:
+            self.records.append(record)
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 5.0) -> logging.LogRecord:
+        def find() -> logging.LogRecord | None:
+            return next((r for r in self.records if text in r.getMessage()), None)
+
+        with self._changed:
+            assert self._changed.wait_for(lambda: find() is not None, timeout), f"no log record with {text!r}"
+            found = find()
+            assert found is not None
+            return found

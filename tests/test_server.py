@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import select
 import shutil
@@ -14,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,47 +25,10 @@ from ctrlsock.protocol import Reply, encode_reply
 from ctrlsock.server import Access, CommandContext, ControlServer, JsonFileConfig, ServerConfig
 from ctrlsock.testing import ServerFactory
 from tests.children.server_client import ask, ask_raw, connect, read_to_eof, slow_read
+from tests.support import LogWatch
 
 FAST = ServerConfig(idle_timeout=5.0, write_deadline=5.0, stop_grace=1.0)
 IDLE = ServerConfig(idle_timeout=0.3, write_deadline=5.0, stop_grace=1.0)
-
-
-class LogWatch(logging.Handler):
-    """Collects the server's log records and lets a test block until one matching a text arrives."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self._changed = threading.Condition()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self._changed:
-            self.records.append(record)
-            self._changed.notify_all()
-
-    def wait_for(self, text: str, timeout: float = 5.0) -> logging.LogRecord:
-        def find() -> logging.LogRecord | None:
-            return next((r for r in self.records if text in r.getMessage()), None)
-
-        with self._changed:
-            assert self._changed.wait_for(lambda: find() is not None, timeout), f"no log record with {text!r}"
-            found = find()
-            assert found is not None
-            return found
-
-
-@pytest.fixture
-def log_watch() -> Iterator[LogWatch]:
-    watch = LogWatch()
-    logger = logging.getLogger("ctrlsock.server")
-    old_level = logger.level
-    logger.addHandler(watch)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield watch
-    finally:
-        logger.removeHandler(watch)
-        logger.setLevel(old_level)
 
 
 def add_test_commands(server: ControlServer) -> None:

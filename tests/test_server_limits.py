@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +26,10 @@ from ctrlsock.server import CommandContext, ControlServer, JsonFileConfig, Serve
 from ctrlsock.server.builtin_commands import encode_config_reply
 from ctrlsock.testing import ServerFactory
 from tests.children.server_client import ask, ask_raw, connect, read_to_eof
-from tests.support import REPO_DIR
-from tests.test_server import LogWatch
+from tests.support import REPO_DIR, LogWatch
 
 WAIT = 10.0
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def log_watch() -> Iterator[LogWatch]:
-    watch = LogWatch()
-    logger = logging.getLogger("ctrlsock.server")
-    old_level = logger.level
-    logger.addHandler(watch)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield watch
-    finally:
-        logger.removeHandler(watch)
-        logger.setLevel(old_level)
 
 
 @pytest.fixture(params=["thread", "asyncio"])

@@ -19,12 +19,12 @@ from ctrlsock.server import CommandContext, ControlServer, ServerConfig
 from ctrlsock.server.stats import LATENCY_BUCKETS, UNKNOWN_COMMAND, CommandStats, result_of
 from tests import test_server_model
 from tests.children.server_client import ask, connect, read_to_eof
-from tests.test_server import LogWatch, wait_peer_closed
+from tests.support import LogWatch
+from tests.test_server import wait_peer_closed
 from tests.test_server_model import CONFIG, Embedded
 
-# The model tests' fixtures: a server in each embedding, and the server's log.
+# The model tests' fixture: a server in each embedding (the server's log comes from conftest).
 embed = test_server_model.embed
-log_watch = test_server_model.log_watch
 
 NOBODY = 65534
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 import threading
 import time
@@ -26,7 +25,7 @@ from ctrlsock.lock import lock_path_for, read_record
 from ctrlsock.server import CommandContext, ControlServer, ServerConfig, ServerState
 from ctrlsock.testing import ServerFactory
 from tests.children.server_client import ask, connect, read_to_eof
-from tests.test_server import LogWatch
+from tests.support import LogWatch
 
 
 def polls(seconds: float = 10.0) -> Iterator[None]:
@@ -42,20 +41,6 @@ WAIT = 10.0
 CONFIG = ServerConfig(idle_timeout=5.0, write_deadline=5.0, stop_grace=5.0)
 
 SHUTTING_DOWN = {"result": 1, "text": "Server is shutting down"}
-
-
-@pytest.fixture
-def log_watch() -> Iterator[LogWatch]:
-    watch = LogWatch()
-    logger = logging.getLogger("ctrlsock.server")
-    old_level = logger.level
-    logger.addHandler(watch)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield watch
-    finally:
-        logger.removeHandler(watch)
-        logger.setLevel(old_level)
 
 
 class Embedded:

@@ -6,9 +6,8 @@ tests wait for those lines, then look at the files.
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,9 @@ from ctrlsock.lock import lock_path_for, take_lock
 from ctrlsock.server import ControlServer, ServerConfig
 from ctrlsock.testing import ServerFactory
 from tests.children.server_client import ask
-from tests.test_server import LogWatch
+from tests.support import LogWatch
 
 QUICK = 0.1
-
-
-@pytest.fixture
-def log_watch() -> Iterator[LogWatch]:
-    watch = LogWatch()
-    logger = logging.getLogger("ctrlsock.server")
-    old_level = logger.level
-    logger.addHandler(watch)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield watch
-    finally:
-        logger.removeHandler(watch)
-        logger.setLevel(old_level)
 
 
 @pytest.fixture(params=["thread", "asyncio"])
