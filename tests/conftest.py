@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from tests.children.cli_support import start_child_until_ready
 from tests.kea import KeaDaemon, require_kea, start_kea
-from tests.support import LogWatch
+from tests.support import LogWatch, stop_child
 
 # The project's own fixture for daemon authors (ctrlsock_server_factory), loaded by module name so that it
 # works from a checkout as well as with the installed entry point of the same name.
@@ -74,3 +76,20 @@ def log_watch() -> Iterator[LogWatch]:
     finally:
         logger.removeHandler(watch)
         logger.setLevel(old_level)
+
+
+@pytest.fixture
+def reply_server(sock_dir: Path) -> Iterator[Callable[[str], Path]]:
+    """Start ``cli_reply_server.py`` in a mode on demand: ``reply_server("result:2")`` -> socket path."""
+    children: list[subprocess.Popen[bytes]] = []
+
+    def start(mode: str) -> Path:
+        path = sock_dir / f"r{len(children)}.sock"
+        children.append(start_child_until_ready("cli_reply_server.py", path, mode)[0])
+        return path
+
+    try:
+        yield start
+    finally:
+        for child in children:
+            stop_child(child)

@@ -16,7 +16,7 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,23 +42,6 @@ def assert_one_error_line(stderr: str) -> None:
     assert len(lines) == 1, stderr
     assert lines[0].startswith("ctrlsock: "), stderr
     assert "Traceback" not in stderr
-
-
-@pytest.fixture
-def reply_server(sock_dir: Path) -> Iterator[Callable[[str], Path]]:
-    """Start ``cli_reply_server.py`` in a mode on demand: ``reply_server("result:2")`` -> socket path."""
-    children: list[subprocess.Popen[bytes]] = []
-
-    def start(mode: str) -> Path:
-        path = sock_dir / f"r{len(children)}.sock"
-        children.append(start_child_until_ready("cli_reply_server.py", path, mode)[0])
-        return path
-
-    try:
-        yield start
-    finally:
-        for child in children:
-            stop_child(child)
 
 
 # --- everywhere -------------------------------------------------------------------------------------

@@ -15,16 +15,16 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ctrlsock import HolderRecord
 from ctrlsock.cli import ExitCode
-from tests.children.cli_support import cli_env, run_cli, serving, start_child_until_ready
+from tests.children.cli_support import cli_env, run_cli, serving
 from tests.kea import KeaDaemon
-from tests.support import REPO_DIR, stop_child
+from tests.support import REPO_DIR
 
 # What a hostile program name or file name would do to a terminal: clear it, move the cursor, then
 # print a line that looks like a healthy holder.
@@ -54,22 +54,6 @@ def dead_pid() -> int:
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
     )
     return int(child.stdout)
-
-
-@pytest.fixture
-def reply_server(sock_dir: Path) -> Iterator[Callable[[str], Path]]:
-    children: list[subprocess.Popen[bytes]] = []
-
-    def start(mode: str) -> Path:
-        path = sock_dir / f"r{len(children)}.sock"
-        children.append(start_child_until_ready("cli_reply_server.py", path, mode)[0])
-        return path
-
-    try:
-        yield start
-    finally:
-        for child in children:
-            stop_child(child)
 
 
 # --- escaping: nothing from a record or a file name reaches the terminal raw ------------------------------
