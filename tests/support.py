@@ -215,3 +215,18 @@ class LogWatch(logging.Handler):
             found = find()
             assert found is not None
             return found
+
+
+#: ``python3 -c ASK_SCRIPT SOCKET COMMAND`` sends one command and prints the raw reply. It imports nothing
+#: from the repository, so it runs as another user (``setpriv``, ``subprocess.run(user=...)``).
+ASK_SCRIPT: Final = """
+import json, socket, sys
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    sock.settimeout(10)
+    sock.connect(sys.argv[1])
+    sock.sendall(json.dumps({"command": sys.argv[2]}).encode())
+    parts = []
+    while data := sock.recv(65536):
+        parts.append(data)
+sys.stdout.write(b"".join(parts).decode())
+"""

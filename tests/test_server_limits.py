@@ -26,7 +26,7 @@ from ctrlsock.server import CommandContext, ControlServer, JsonFileConfig, Serve
 from ctrlsock.server.builtin_commands import encode_config_reply
 from ctrlsock.testing import ServerFactory
 from tests.children.server_client import ask, ask_raw, connect, read_to_eof
-from tests.support import REPO_DIR, LogWatch
+from tests.support import ASK_SCRIPT, REPO_DIR, LogWatch
 
 WAIT = 10.0
 MIB = 1024 * 1024
@@ -199,19 +199,6 @@ server.stop()
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("ctrlsock").handlers)
 
 
-ASK = """
-import json, socket, sys
-with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-    sock.settimeout(10)
-    sock.connect(sys.argv[1])
-    sock.sendall(json.dumps({"command": sys.argv[2]}).encode())
-    parts = []
-    while data := sock.recv(65536):
-        parts.append(data)
-sys.stdout.write(b"".join(parts).decode())
-"""
-
-
 def ask_with_groups(path: Path, command: str, groups: str) -> dict[str, Any]:
     python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
     done = subprocess.run(
@@ -224,7 +211,7 @@ def ask_with_groups(path: Path, command: str, groups: str) -> dict[str, Any]:
             f"--groups={groups}",
             python,
             "-c",
-            ASK,
+            ASK_SCRIPT,
             str(path),
             command,
         ],

@@ -23,7 +23,7 @@ from ctrlsock.errors import LockHeldError
 from ctrlsock.lock import lock_path_for
 from ctrlsock.server import ControlServer, ServerConfig
 from tests.children.server_client import ask
-from tests.support import read_line, stop_child
+from tests.support import ASK_SCRIPT, read_line, stop_child
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = ROOT / "tests" / "children" / "server_daemon.py"
@@ -130,22 +130,10 @@ def test_socket_activation_uses_the_passed_socket_and_never_unlinks_it(
 
 # --- other users (SO_PEERCRED) ------------------------------------------------------------------------
 
-ASK_AS_OTHER_USER = """
-import json, socket, sys
-with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-    sock.settimeout(10)
-    sock.connect(sys.argv[1])
-    sock.sendall(json.dumps({"command": sys.argv[2]}).encode())
-    parts = []
-    while data := sock.recv(65536):
-        parts.append(data)
-sys.stdout.write(b"".join(parts).decode())
-"""
-
 
 def ask_as(user: str, path: Path, command: str) -> dict[str, Any]:
     result = subprocess.run(
-        [OTHER_USER_PYTHON, "-c", ASK_AS_OTHER_USER, str(path), command],
+        [OTHER_USER_PYTHON, "-c", ASK_SCRIPT, str(path), command],
         user=user,
         group=grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name,
         extra_groups=[],
@@ -222,7 +210,7 @@ def test_per_command_access_refuses_only_that_command(shared_server: Any) -> Non
 def test_socket_mode_keeps_other_users_out(shared_server: Any) -> None:
     server = shared_server(ServerConfig())  # 0600
     result = subprocess.run(
-        [OTHER_USER_PYTHON, "-c", ASK_AS_OTHER_USER, str(server.socket_path), "version-get"],
+        [OTHER_USER_PYTHON, "-c", ASK_SCRIPT, str(server.socket_path), "version-get"],
         user="nobody",
         group=grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name,
         extra_groups=[],
