@@ -150,7 +150,7 @@ class HttpListenerConfig:
             raise ValueError(f"user {duplicates[0]!r} is listed more than once")
         for user in self.users:
             if ":" in user.user or not user.user:
-                raise ValueError(f"user name {user.user!r} is empty or has a colon, which basic auth cannot carry")
+                raise ValueError(f"user name {user.user!r} is empty or has a colon (basic auth cannot carry it)")
             if not user.password:
                 raise ValueError(f"user {user.user!r} has an empty password")
 
@@ -163,7 +163,8 @@ class HttpListenerConfig:
         """Why binding this listener would expose the commands, or ``None`` when it is safe (or allowed)."""
         if self.allow_insecure or is_loopback(self.host):
             return None
-        missing = [what for what, present in (("TLS", self.tls), ("authentication", self.users)) if not present]
+        checks = (("TLS", self.tls is not None), ("authentication", bool(self.users)))
+        missing = [what for what, present in checks if not present]
         if not missing:
             return None
         return (
