@@ -150,7 +150,7 @@ class HttpListenerConfig:
             raise ValueError(f"user {duplicates[0]!r} is listed more than once")
         for user in self.users:
             if ":" in user.user or not user.user:
-                raise ValueError(f"user name {user.user!r} is empty or has a colon (basic auth cannot carry it)")
+                raise ValueError(f"user name {user.user!r} is empty or has a colon")
             if not user.password:
                 raise ValueError(f"user {user.user!r} has an empty password")
 
