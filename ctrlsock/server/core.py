@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -40,6 +40,7 @@ from .commands import (
 from .config import Access, ConfigProvider, ServerConfig
 from .endpoint import Endpoint, open_endpoint
 from .engine import Engine, raise_nofile_limit
+from .http_config import HttpListenerConfig
 from .epoll import EpollWaiter
 from .stats import ServerStats
 from .upkeep import Upkeep
@@ -92,6 +93,9 @@ class ControlServer:
         on_shutdown: called (on the I/O thread or loop) when a client sends ``shutdown``; without it, the
             server stops itself: ``serve_forever()`` returns, ``wait()`` wakes up, and a daemon that runs
             ``running_in_thread()`` on its main thread gets ``SystemExit(exit-value)`` there.
+        http: HTTP(S) listeners serving the same commands, as Kea 3's ``control-sockets`` of type ``http``
+            do: POSTs with a JSON body, replies wrapped in a list. A listener other hosts can reach needs
+            TLS and users (or ``allow_insecure``); the check raises :class:`ServerError` here.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class ControlServer:
         config: ServerConfig | None = None,
         config_provider: ConfigProvider | None = None,
         on_shutdown: Callable[[], object] | None = None,
+        http: HttpListenerConfig | Sequence[HttpListenerConfig] = (),
     ) -> None:
         self.socket_path = Path(socket_path)
         self.program = program or Path(sys.argv[0] or "python").name
@@ -114,6 +119,9 @@ class ControlServer:
         self.config = config or ServerConfig()
         self.config_provider = config_provider
         self.on_shutdown = on_shutdown
+        self.http = (http,) if isinstance(http, HttpListenerConfig) else tuple(http)
+        for listener in self.http:
+            listener.check()  # an exposed listener is refused before anything is locked or bound
         self.stats = ServerStats()
         self.exit_value = 0
         self.started_monotonic = time.monotonic()
