@@ -40,8 +40,8 @@ from .commands import (
 from .config import Access, ConfigProvider, ServerConfig
 from .endpoint import Endpoint, open_endpoint
 from .engine import Engine, raise_nofile_limit
-from .http_config import HttpListenerConfig
 from .epoll import EpollWaiter
+from .http_config import HttpListenerConfig
 from .stats import ServerStats
 from .upkeep import Upkeep
 
