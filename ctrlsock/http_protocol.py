@@ -67,6 +67,7 @@ __all__ = [
     "Rejection",
     "Scheme",
     "ServerConnection",
+    "UndecodedRequest",
     "User",
     "check_basic_auth",
     "error_body",
@@ -428,6 +429,14 @@ class ControlRequest:
 
 
 @dataclass(frozen=True)
+class UndecodedRequest:
+    """A complete, authenticated request whose body is too large to decode on the caller's thread."""
+
+    document: bytes
+    user: str | None = None
+
+
+@dataclass(frozen=True)
 class Rejection:
     """A request refused before any command ran: answer with :meth:`ServerConnection.reject` and close."""
 
@@ -454,9 +463,11 @@ class _Stage(StrEnum):
 class ServerConnection:
     """One server connection, sans-IO: bytes in, control requests or rejections out, responses as bytes.
 
-    Feed bytes with ``receive_data``; ``next_request`` returns a :class:`ControlRequest`, a
-    :class:`Rejection`, :data:`PEER_CLOSED` or :data:`NEED_DATA`. Answer a request with ``reply`` (then
-    ``start_next_cycle`` if ``reusable``) and a rejection with ``reject``, after which the connection closes.
+    Feed bytes with ``receive_data``; ``next_request`` returns a :class:`ControlRequest` (or, for a body of
+    ``large_body`` bytes or more, an :class:`UndecodedRequest`), a :class:`Rejection`, :data:`PEER_CLOSED` or
+    :data:`NEED_DATA`. Answer a request with ``reply`` or ``respond`` (then ``start_next_cycle`` if
+    ``reusable``) and a rejection with ``reject``, after which the connection closes. A client that waits for
+    ``100 Continue`` before its body finds it in :meth:`data_to_send` once its headers are accepted.
     """
 
     def __init__(
@@ -466,14 +477,19 @@ class ServerConnection:
         realm: str = "ctrlsock",
         max_body: int = DEFAULT_MAX_REQUEST_SIZE,
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        large_body: int | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.users = tuple(users)
         self.realm = realm
         self.max_body = max_body
+        self.large_body = large_body
+        self._extra_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
         self._stage = _Stage.HEADERS
         self._body = bytearray()
         self._user: str | None = None
+        self._outgoing = b""
 
     @property
     def reusable(self) -> bool:
@@ -485,11 +501,31 @@ class ServerConnection:
         """Whether no request is under way (what an idle timeout may close without a reply)."""
         return self._conn.their_state is h11.IDLE and not self._conn.trailing_data[0]
 
+    @property
+    def can_respond(self) -> bool:
+        """Whether a request is being answered (a response now is valid HTTP)."""
+        return self._conn.our_state is h11.SEND_RESPONSE
+
+    @property
+    def can_reject(self) -> bool:
+        """Whether a refusal can still be sent (also before a request's headers are complete)."""
+        return self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the request under way held so far: unparsed bytes plus the body read."""
+        return len(self._conn.trailing_data[0]) + len(self._body)
+
     def receive_data(self, data: bytes) -> None:
         """Take bytes read from the client; ``b""`` means it closed its side."""
         self._conn.receive_data(data)
 
-    def next_request(self) -> ControlRequest | Rejection | PeerClosed | NeedData:
+    def data_to_send(self) -> bytes:
+        """Bytes to send now that answer no request (``100 Continue``); empty most of the time."""
+        data, self._outgoing = self._outgoing, b""
+        return data
+
+    def next_request(self) -> ControlRequest | UndecodedRequest | Rejection | PeerClosed | NeedData:
         """The next thing to act on (see the class docstring)."""
         if self._stage is _Stage.REJECTED:
             return NEED_DATA
@@ -509,13 +545,20 @@ class ServerConnection:
                     return rejection
                 self._stage = _Stage.BODY
                 self._body = bytearray()
+                if self._conn.they_are_waiting_for_100_continue:
+                    # curl sends Expect: 100-continue with a large body and waits a second for this.
+                    continuation = h11.InformationalResponse(status_code=100, headers=[])
+                    self._outgoing += self._conn.send(continuation) or b""
             elif isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > self.max_body:  # only a lying Content-Length gets here
                     return self._rejected(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
             elif isinstance(event, h11.EndOfMessage):
                 self._stage = _Stage.HEADERS
-                return self._control_request(bytes(self._body))
+                document, self._body = bytes(self._body), bytearray()
+                if self.large_body is not None and len(document) >= self.large_body:
+                    return UndecodedRequest(document, self._user)
+                return self._control_request(document)
 
     def _check_head(self, event: h11.Request) -> Rejection | None:
         headers = {name.lower(): value for name, value in event.headers}
@@ -550,8 +593,16 @@ class ServerConnection:
 
     def reply(self, replies: Sequence[Reply]) -> bytes:
         """The ``200`` response carrying ``replies`` as a JSON list, as Kea wraps them."""
-        body = b"[" + b",".join(encode_reply(reply) for reply in replies) + b"]"
-        return self._respond(HTTPStatus.OK, body)
+        return self.respond(b"[" + b",".join(encode_reply(reply) for reply in replies) + b"]")
+
+    def respond(self, body: bytes, *, close: bool = False) -> bytes:
+        """The ``200`` response carrying ``body``, an encoded JSON list of replies.
+
+        Args:
+            close: say ``Connection: close`` (the server is stopping): the connection is then not reusable.
+        """
+        extra = [(b"Connection", b"close")] if close else []
+        return self._respond(HTTPStatus.OK, body, extra)
 
     def reject(self, rejection: Rejection) -> bytes:
         """The response for a rejection, with Kea's body; the connection closes after it."""
@@ -564,11 +615,15 @@ class ServerConnection:
         headers = [
             (b"Content-Type", JSON_CONTENT_TYPE.encode()),
             (b"Content-Length", str(len(body)).encode()),
+            *self._extra_headers,
             *extra,
         ]
-        data = self._conn.send(h11.Response(status_code=int(status), headers=headers, reason=status.phrase))
-        data = (data or b"") + (self._conn.send(h11.Data(data=body)) or b"")
-        return data + (self._conn.send(h11.EndOfMessage()) or b"")
+        head = self._conn.send(h11.Response(status_code=int(status), headers=headers, reason=status.phrase))
+        # h11 passes a Content-Length body through untouched: join it with the head once (a reply may be
+        # tens of MiB), rather than concatenating pieces.
+        parts = [head or b"", *(self._conn.send_with_data_passthrough(h11.Data(data=body)) or ())]
+        parts.append(self._conn.send(h11.EndOfMessage()) or b"")
+        return b"".join(parts)
 
     def start_next_cycle(self) -> None:
         """Ready the connection for the client's next request (only when :attr:`reusable`)."""

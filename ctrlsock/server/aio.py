@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 
 from .commands import Call
-from .engine import Connection, Engine
+from .connection import Connection
+from .engine import Engine
+from .http_listener import HttpListener
 
 __all__ = ["AsyncioWaiter"]
 
@@ -72,11 +74,20 @@ class AsyncioWaiter:
         if self._accepting:
             self._accepting = False
             self.loop.remove_reader(self._engine.listen_fd)
+            for fd in self._engine.http_listeners:
+                self.loop.remove_reader(fd)
 
     def resume_accepting(self) -> None:
         if not self._accepting:
             self._accepting = True
             self.loop.add_reader(self._engine.listen_fd, self._accept_callback)
+            for fd, listener in self._engine.http_listeners.items():
+                self.loop.add_reader(fd, self._accept_http_callback, listener)
+
+    def _accept_http_callback(self, listener: HttpListener) -> None:
+        engine = self._engine
+        engine.now = time.monotonic()
+        engine.on_acceptable_http(listener)
 
     def deadline_added(self) -> None:
         deadline = self._engine.next_deadline()

@@ -36,6 +36,7 @@ __all__ = [
     "CommandRegistry",
     "Handler",
     "HandlerResult",
+    "HttpPeer",
     "PeerCredentials",
 ]
 
@@ -87,6 +88,16 @@ def read_peer_credentials(sock: socket.socket, *, groups: bool = False) -> PeerC
     return PeerCredentials(pid, uid, gid, struct.unpack(f"{count}I", raw[: count * _GID.size]))
 
 
+@dataclass(frozen=True, slots=True)
+class HttpPeer:
+    """A client over HTTP(S): its address, whether TLS carried the request, and the user it proved."""
+
+    address: str
+    port: int
+    tls: bool
+    user: str | None = None
+
+
 class CommandContext:
     """What a handler knows about the request besides its arguments.
 
@@ -94,7 +105,9 @@ class CommandContext:
         command: the command name.
         arguments: the request's ``arguments`` (also passed to the handler positionally).
         service: the request's ``service`` list (kea-ctrl-agent forwards it), or ``None``.
-        remote_address: the request's ``remote-address`` (added by kea-ctrl-agent), or ``None``.
+        remote_address: the request's ``remote-address`` (added by kea-ctrl-agent), else the address of an
+            HTTP client, or ``None``.
+        http: for a request over HTTP(S), the client's address and the Basic-authentication user.
         server: the server answering (a read-only view: program, version, socket path, stats).
         request_id: this request's number, increasing from 1 for each server (for logs).
         started_at: ``time.monotonic()`` when the request was dispatched.
@@ -105,6 +118,7 @@ class CommandContext:
         "_sock",
         "arguments",
         "command",
+        "http",
         "remote_address",
         "request_id",
         "server",
@@ -121,11 +135,13 @@ class CommandContext:
         *,
         request_id: int = 0,
         started_at: float = 0.0,
+        http: HttpPeer | None = None,
     ) -> None:
         self.command = request.command
         self.arguments = request.arguments
         self.service = request.service
-        self.remote_address = request.remote_address
+        self.http = http
+        self.remote_address = request.remote_address or (http.address if http is not None else None)
         self.server = server
         self._sock = sock
         self._peer = peer
@@ -364,24 +380,29 @@ class CommandRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._commands
 
-    def dispatch(self, request: Request, sock: socket.socket | None) -> DispatchResult:
-        """The encoded reply of an inline command (or a refusal), else the :class:`Call` to run."""
+    def dispatch(
+        self, request: Request, sock: socket.socket | None, http: HttpPeer | None = None
+    ) -> DispatchResult:
+        """The encoded reply of an inline command (or a refusal), else the :class:`Call` to run.
+
+        ``sock`` is a unix client's socket (its credentials decide access), ``http`` an HTTP client.
+        """
         if self.observed:
-            return self._dispatch_observed(request, sock)
+            return self._dispatch_observed(request, sock, http)
         name = request.command
         entry = self._commands.get(name)
         if entry is None:
             return encode_reply(unsupported_reply(name))
         peer: PeerCredentials | None = None
         if self._any_access:
-            refusal, peer = self._check_access(entry, sock)
+            refusal, peer = self._check_access(entry, sock, http)
             if refusal is not None:
                 return refusal
         cached = entry.cached
         if cached is not None:
             return cached
         self._last_id += 1
-        context = CommandContext(request, self._server, sock, peer, request_id=self._last_id)
+        context = CommandContext(request, self._server, sock, peer, request_id=self._last_id, http=http)
         if not entry.inline:
             return Call(self, entry, request, context)
         return self._run_inline(entry, request.arguments, context)
@@ -393,7 +414,9 @@ class CommandRegistry:
             return self.failure(entry.name, error)
         return self.encode(entry, result)
 
-    def _dispatch_observed(self, request: Request, sock: socket.socket | None) -> DispatchResult:
+    def _dispatch_observed(
+        self, request: Request, sock: socket.socket | None, http: HttpPeer | None
+    ) -> DispatchResult:
         """:meth:`dispatch` with metrics or hooks: the same decisions, each one recorded.
 
         Hooks run where the handler runs: in the worker for a handler, and right here on the I/O thread
@@ -413,14 +436,14 @@ class CommandRegistry:
         self._last_id += 1
         refusal: bytes | None = None
         if self._any_access:
-            refusal, peer = self._check_access(entry, sock)
+            refusal, peer = self._check_access(entry, sock, http)
         cached = entry.cached
         if cached is not None and refusal is None and not self._hooked and self._metrics is not None:
             # Metrics alone on a cached reply (version-get): no context to build, and its result is known.
             self._metrics.record_on_io_thread(name, entry.cached_result, time.monotonic() - started)
             return cached
         context = CommandContext(
-            request, self._server, sock, peer, request_id=self._last_id, started_at=started
+            request, self._server, sock, peer, request_id=self._last_id, started_at=started, http=http
         )
         if refusal is not None:
             self.finished(name, context, refusal, on_io_thread=True)
@@ -516,10 +539,20 @@ class CommandRegistry:
         return encode_reply(Reply(Result.ERROR, f"Error during command processing: {text}"))
 
     def _check_access(
-        self, entry: _Entry, sock: socket.socket | None
+        self, entry: _Entry, sock: socket.socket | None, http: HttpPeer | None = None
     ) -> tuple[bytes | None, PeerCredentials | None]:
         if self._access is None and entry.access is None:
             return None, None
+        if http is not None:
+            # uid and gid rules name local users, which an HTTP client is not: refuse rather than guess.
+            logger.warning(
+                "refused %r from %s over http: it is limited to local uids/gids", entry.name, http.address
+            )
+            text = (
+                f"{ACCESS_DENIED_PREFIX}'{entry.name}' command is limited to local users by uid/gid, "
+                "not over http"
+            )
+            return encode_reply(Reply(Result.ERROR, text)), None
         if sock is None:
             return None, None
         try:

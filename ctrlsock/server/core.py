@@ -42,6 +42,7 @@ from .endpoint import Endpoint, open_endpoint
 from .engine import Engine, raise_nofile_limit
 from .epoll import EpollWaiter
 from .http_config import HttpListenerConfig
+from .http_listener import HttpListener, open_http_listener
 from .stats import ServerStats
 from .upkeep import Upkeep
 
@@ -154,6 +155,7 @@ class ControlServer:
         self._stop_wanted: float | None = None  # a stop asked for before the engine could take it
         self._signals_end_process = False
         self._stop_unobserved = False  # asyncio: a stop finished while nobody awaited the server
+        self._http_urls: list[str] = []
 
     # --- commands ------------------------------------------------------------------------------------
 
@@ -336,6 +338,11 @@ class ControlServer:
         return self._endpoint is not None and self._endpoint.activated
 
     @property
+    def http_urls(self) -> list[str]:
+        """The URLs of the HTTP(S) listeners while serving (with the real port when 0 was asked for)."""
+        return list(self._http_urls) if self._engine is not None else []
+
+    @property
     def is_serving(self) -> bool:
         return not self._stopped.is_set()
 
@@ -383,7 +390,10 @@ class ControlServer:
             self._stop_wanted = None
             self._stopped.set()
             raise
+        listeners: list[HttpListener] = []
         try:
+            for http in self.http:
+                listeners.append(open_http_listener(http, config.backlog))
             if config.raise_nofile_limit:
                 raise_nofile_limit()
             self._endpoint = endpoint
@@ -392,12 +402,22 @@ class ControlServer:
             self.registry.use_metrics(self.stats.commands if config.metrics else None)
             self.exit_value = 0
             self.started_monotonic = self.reloaded_monotonic = time.monotonic()
-            engine = Engine(config, endpoint, self.registry, self.stats, f"ctrlsock {self.socket_path.name}")
+            engine = Engine(
+                config,
+                endpoint,
+                self.registry,
+                self.stats,
+                f"ctrlsock {self.socket_path.name}",
+                http_listeners=listeners,
+            )
         except BaseException:
+            for listener in listeners:
+                listener.close()
             self._endpoint = endpoint
             self._closed()
             raise
         self._engine = engine
+        self._http_urls = [listener.url for listener in listeners]
         return endpoint, engine
 
     def _set_waiter(self, waiter: EpollWaiter | AsyncioWaiter) -> None:
@@ -414,6 +434,8 @@ class ControlServer:
 
     def _ready(self) -> None:
         logger.info("serving %s (pid %d)", self.socket_path, os.getpid())
+        for url in self._http_urls:
+            logger.info("serving %s for %s", url, self.socket_path)
         if self.config.notify and self._state is ServerState.SERVING:
             systemd.notify("READY=1")
 

@@ -37,18 +37,21 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from ctrlsock.protocol import Reply, Request, Result, encode_reply
 
-from .commands import Call, CommandRegistry, read_peer_credentials
+from .commands import Call, CommandRegistry, HttpPeer, read_peer_credentials
 from .config import ServerConfig
+from .connection import Connection, HttpConnection, TlsStream
 from .endpoint import Endpoint
-from .session import NEED_DATA, Event, Rejected, Session, Unparsed, decode_unparsed, quick_request
+from .http_listener import HttpListener
+from .session import NEED_DATA, Event, Rejected, Unparsed, quick_request
 from .stats import ServerStats
 from .workers import WorkerPool
 
@@ -132,21 +135,6 @@ def _shutting_down_reply() -> bytes:
     return encode_reply(Reply(Result.ERROR, SHUTTING_DOWN_TEXT))
 
 
-class Connection(Session):
-    """A session plus its socket, what the waiter watches it for, and the command it waits on."""
-
-    __slots__ = ("__weakref__", "call", "counted", "events", "fd", "sock", "task")
-
-    def __init__(self, max_size: int | None, max_depth: int | None, sock: socket.socket) -> None:
-        super().__init__(max_size, max_depth)
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.events = 0
-        self.call: Call | None = None  # the command this client waits for, while it runs or queues
-        self.task: asyncio.Task[bytes] | None = None
-        self.counted = 0  # request bytes counted against max_buffered
-
-
 class Waiter(Protocol):
     """How an engine waits: the part that differs between epoll and asyncio."""
 
@@ -156,7 +144,8 @@ class Waiter(Protocol):
 
     def unwatch(self, conn: Connection) -> None: ...
 
-    def pause_accepting(self) -> None: ...
+    def pause_accepting(self) -> None:
+        """Stop watching every listener (the unix socket and any HTTP ones)."""
 
     def resume_accepting(self) -> None: ...
 
@@ -198,6 +187,8 @@ class Engine:
         registry: CommandRegistry,
         stats: ServerStats,
         name: str,
+        *,
+        http_listeners: Sequence[HttpListener] = (),
     ) -> None:
         self._config = config
         self._endpoint = endpoint
@@ -213,6 +204,8 @@ class Engine:
         self._max_buffered = config.max_buffered
         self._max_concurrent = config.max_concurrent_handlers
         self._conns: dict[int, Connection] = {}
+        # Read by the waiter: the HTTP listeners by descriptor (empty unless HTTP is served).
+        self.http_listeners: dict[int, HttpListener] = {listener.fd: listener for listener in http_listeners}
         self._reading: OrderedDict[Connection, float] = OrderedDict()
         self._writing: OrderedDict[Connection, float] = OrderedDict()
         self._started: OrderedDict[Connection, float] = OrderedDict()  # whole-request deadlines
@@ -352,6 +345,82 @@ class Engine:
                 self._send_reply(self._adopt(sock), reply, already=max(sent, 0))
         return True
 
+    def on_acceptable_http(self, listener: HttpListener) -> None:
+        self._accept_http(listener, drain=False)
+
+    def _accept_http(self, listener: HttpListener, *, drain: bool) -> bool:
+        """Accept HTTP(S) clients and start reading (or the TLS handshake); True when more may wait."""
+        accept = listener.sock._accept  # type: ignore[attr-defined]  # as for the unix listener
+        for _ in range(_MAX_ACCEPTS):
+            if not drain and (not self._accepting or self.stop_pending):
+                return False
+            try:
+                fd, address = accept()
+            except BlockingIOError:
+                return False
+            except OSError as error:
+                if self._accept_failed(error):
+                    continue
+                return False
+            sock = socket.socket(listener.family, socket.SOCK_STREAM, 0, fd)
+            self._stats.accepted += 1
+            self._accept_starved = False
+            stream: socket.socket | TlsStream = sock
+            try:
+                # A reply is one write; Nagle would hold its tail back until the client's delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if listener.tls is not None:
+                    sock.setblocking(False)
+                    stream = TlsStream(
+                        listener.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                    )
+            except OSError:
+                sock.close()
+                continue
+            peer = HttpPeer(address[0], address[1], tls=listener.tls is not None)
+            conn = HttpConnection(self._max_size, self._max_depth, stream, listener, peer)
+            self._conns[conn.fd] = conn
+            self._stats.open += 1
+            # From its first instant a connection has request_timeout for its request, TLS handshake
+            # included, as in Kea: a client that connects and says nothing is not kept for idle_timeout.
+            self._arm_deadline(listener.requests, conn, listener.config.request_timeout)
+            if conn.handshaking:
+                self._handshake(conn)
+            else:
+                self._read_ready(conn, idle_ok=False)
+        return True
+
+    def _handshake(self, conn: Connection) -> None:
+        """One step of a TLS handshake; then read the request as on any connection."""
+        assert isinstance(conn.sock, TlsStream)
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(conn, READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._watch(conn, WRITE)
+            return
+        except OSError as error:  # ssl.SSLError included: no certificate, a bad one, not TLS at all
+            self._stats.tls_failed += 1
+            reason = error.reason if isinstance(error, ssl.SSLError) and error.reason else error.strerror
+            assert isinstance(conn, HttpConnection)
+            logger.info("tls handshake with %s failed: %s", conn.peer.address, reason or error)
+            self._close(conn)
+            return
+        assert isinstance(conn, HttpConnection)
+        conn.handshaking = False
+        self._read_ready(conn, idle_ok=False)
+
+    def _watch(self, conn: Connection, events: int) -> None:
+        if conn.events == events:
+            return
+        if events == READ:
+            self.waiter.watch_read(conn)
+        else:
+            self.waiter.watch_write(conn)
+        conn.events = events
+
     def _accept_failed(self, error: OSError) -> bool:
         """Handle an accept() error; True to keep accepting."""
         if error.errno in _ACCEPT_RETRY_ERRNOS:
@@ -385,6 +454,9 @@ class Engine:
     # --- reading ------------------------------------------------------------------------------------
 
     def on_readable(self, conn: Connection) -> None:
+        if conn.handshaking:
+            self._handshake(conn)
+            return
         self._read_ready(conn, idle_ok=False)
 
     def _read_ready(self, conn: Connection, *, idle_ok: bool = True) -> bool:
@@ -412,22 +484,39 @@ class Engine:
         if not conn.events & READ:
             self.waiter.watch_read(conn)
             conn.events = READ
-        self._arm_read(conn)
+        if conn.listener is None:
+            self._arm_read(conn)  # HTTP's deadlines are armed when a request starts or a reply ends
 
     def _receive(self, conn: Connection, data: bytes, *, quick: bool = True) -> bool:
         """Feed one chunk; True when more data is needed (the caller reads again)."""
         conn.receive_data(data)
+        listener = conn.listener
+        if listener is not None and data and conn in listener.idle:
+            del listener.idle[conn]  # the next request has begun: now it has request_timeout to arrive
+            self._arm_deadline(listener.requests, conn, listener.config.request_timeout)
         event = conn.next_event(quick=quick)
         if event is NEED_DATA:
             if not data:
                 self._close(conn)  # the peer closed before sending anything
                 return False
-            if conn not in self._started:
+            if listener is not None:
+                self._send_interim(conn)
+            elif conn not in self._started:
                 self._arm_request_deadline(conn)
             return self._count_request(conn)
         self._uncount_request(conn)
         self._handle_event(conn, event)
         return False
+
+    def _send_interim(self, conn: Connection) -> None:
+        """Send ``100 Continue`` to an HTTP client that waits for it before sending its body."""
+        assert isinstance(conn, HttpConnection)
+        interim = conn.http.data_to_send()
+        if interim:
+            # 25 bytes on a connection whose send buffer is empty (nothing else is sent while a request
+            # is read): it goes out whole, or the client is gone and the next read says so.
+            with contextlib.suppress(OSError):
+                conn.sock.send(interim, _SEND_FLAGS)
 
     def _count_request(self, conn: Connection) -> bool:
         """Account the incomplete request's bytes; False (and the connection answered) over the limit."""
@@ -456,6 +545,9 @@ class Engine:
             self._held_requests -= conn.counted
             conn.counted = 0
         self._started.pop(conn, None)
+        listener = conn.listener
+        if listener is not None:
+            listener.requests.pop(conn, None)
 
     def _handle_event(self, conn: Connection, event: Event) -> None:
         self._reading.pop(conn, None)
@@ -467,16 +559,28 @@ class Engine:
         if type(event) is Request:
             self._handle(conn, event)
         elif type(event) is Rejected:
-            self._send_reply(conn, event.reply)
+            self._rejected(conn, event)
         elif type(event) is Unparsed:
             self._decode_elsewhere(conn, event.document)
+
+    def _rejected(self, conn: Connection, event: Rejected) -> None:
+        if event.status is not None:
+            assert isinstance(conn, HttpConnection)
+            self._stats.http_refused += 1
+            logger.info(
+                "refused an http request from %s with %d: %s",
+                conn.peer.address,
+                event.status,
+                conn.http.rejected_detail or "bad request",
+            )
+        self._send_reply(conn, event.reply, status=event.status)
 
     def _decode_elsewhere(self, conn: Connection, document: bytes) -> None:
         """Decode a large request in a worker thread, then handle it here."""
         waiter = self.waiter
 
         def decode() -> None:
-            event = decode_unparsed(document)
+            event = conn.decode(document)
             waiter.post(lambda: self._decoded(conn, event))
 
         self._decoder.submit(decode)
@@ -490,7 +594,7 @@ class Engine:
             self._handle(conn, event)
         else:
             assert type(event) is Rejected
-            self._send_reply(conn, event.reply)
+            self._rejected(conn, event)
 
     def _arm_read(self, conn: Connection) -> None:
         reading = self._reading
@@ -508,7 +612,11 @@ class Engine:
     # --- running commands ---------------------------------------------------------------------------
 
     def _handle(self, conn: Connection, request: Request) -> None:
-        result = self._dispatch(request, conn.sock)
+        if conn.listener is None:
+            result = self._dispatch(request, conn.sock)  # type: ignore[arg-type]  # a unix socket
+        else:
+            assert isinstance(conn, HttpConnection)
+            result = self._dispatch(request, None, conn.peer)
         if type(result) is bytes:
             self._send_reply(conn, result)
         else:
@@ -584,10 +692,20 @@ class Engine:
 
     # --- writing ------------------------------------------------------------------------------------
 
-    def _send_reply(self, conn: Connection, reply: bytes, *, already: int = 0) -> None:
-        """Send ``reply`` (of which the socket already took ``already`` bytes), or keep it for later."""
+    def _send_reply(
+        self, conn: Connection, reply: bytes, *, already: int = 0, status: int | None = None
+    ) -> None:
+        """Send ``reply`` (of which the socket already took ``already`` bytes), or keep it for later.
+
+        Over HTTP the reply is framed first: a ``200`` response, or the refusal with HTTP ``status``.
+        """
         self._reading.pop(conn, None)
         self._uncount_request(conn)
+        if conn.listener is not None:
+            reply = conn.frame(reply, status, closing=self._stopping)
+            if not reply:
+                self._close(conn)  # nothing HTTP can say to a client that has not asked yet
+                return
         if len(reply) >= _TRIM_AFTER or conn.received >= _TRIM_AFTER:
             _trim_memory()  # the encoder's (or the request's) transient copies were just freed
         if len(reply) >= _UNCOUNTED_REPLY and not self._hold_reply(reply):
@@ -604,8 +722,7 @@ class Engine:
                 return
         self._stats.bytes_sent += sent
         if sent == len(reply):
-            self._stats.served += 1
-            self._close(conn)
+            self._reply_sent(conn)
             return
         conn.advance(sent)
         self.waiter.watch_write(conn)
@@ -657,6 +774,9 @@ class Engine:
         return encode_reply(Reply(Result.ERROR, text))
 
     def on_writable(self, conn: Connection) -> None:
+        if conn.handshaking:
+            self._handshake(conn)
+            return
         self._write_ready(conn)
 
     def _write_ready(self, conn: Connection) -> bool:
@@ -670,8 +790,7 @@ class Engine:
             return False
         self._stats.bytes_sent += sent
         if conn.advance(sent):
-            self._stats.served += 1
-            self._close(conn)
+            self._reply_sent(conn)
             return False
         self._arm_write(conn)
         return False
@@ -681,6 +800,51 @@ class Engine:
         writing[conn] = time.monotonic() + self._write_deadline
         writing.move_to_end(conn)
         if len(writing) == 1:
+            self.waiter.deadline_added()
+
+    def _reply_sent(self, conn: Connection) -> None:
+        """The whole reply went out: close, or (HTTP keep-alive) wait for the client's next request."""
+        self._stats.served += 1
+        if self._stopping or not conn.keep_alive:
+            self._close(conn)
+            return
+        assert isinstance(conn, HttpConnection)
+        listener = conn.listener
+        assert listener is not None
+        if conn.events:
+            self.waiter.unwatch(conn)
+            conn.events = 0
+        self._writing.pop(conn, None)
+        big = conn.reply_size >= _TRIM_AFTER or conn.received >= _TRIM_AFTER
+        self._release_reply(conn)
+        conn.next_cycle()
+        if big:
+            _trim_memory()
+        if conn.http.request_started:
+            # The client sent its next request before this reply was out (pipelining): serve it from the
+            # loop rather than from here, so a burst of requests cannot recurse.
+            self._arm_deadline(listener.requests, conn, listener.config.request_timeout)
+            self.waiter.post(lambda: self._next_http_request(conn))
+            return
+        self._arm_deadline(listener.idle, conn, listener.config.idle_timeout)
+        self._wait_for_request(conn)
+
+    def _next_http_request(self, conn: HttpConnection) -> None:
+        if self._conns.get(conn.fd) is not conn:
+            return
+        self.now = time.monotonic()
+        event = conn.next_event()
+        if event is NEED_DATA:
+            if self._count_request(conn):
+                self._wait_for_request(conn)
+            return
+        self._uncount_request(conn)
+        self._handle_event(conn, event)
+
+    def _arm_deadline(self, queue: OrderedDict[Connection, float], conn: Connection, seconds: float) -> None:
+        queue[conn] = time.monotonic() + seconds
+        queue.move_to_end(conn)
+        if len(queue) == 1:
             self.waiter.deadline_added()
 
     # --- ending -------------------------------------------------------------------------------------
@@ -693,6 +857,8 @@ class Engine:
         self._writing.pop(conn, None)
         self._call_deadlines.pop(conn, None)
         self._uncount_request(conn)
+        if conn.listener is not None:
+            conn.listener.forget(conn)
         del self._conns[conn.fd]
         self._stats.open -= 1
         big = conn.reply_size >= _TRIM_AFTER or conn.received >= _TRIM_AFTER
@@ -725,6 +891,10 @@ class Engine:
         ]
         if self._call_deadlines:
             candidates.append(min(self._call_deadlines.values()))
+        for listener in self.http_listeners.values():
+            deadline = listener.next_deadline()
+            if deadline is not None:
+                candidates.append(deadline)
         if not self._accepting and not self._stopping:
             candidates.append(self._accept_paused_until)
         if self._grace_end is not None:
@@ -785,6 +955,8 @@ class Engine:
                 self._drop(
                     conn, f"no write progress for {self._write_deadline:.3g} s (the client is not reading)"
                 )
+        for listener in self.http_listeners.values():
+            self._expire_http(listener, now)
         if self._call_deadlines:
             for conn, deadline in list(self._call_deadlines.items()):
                 if deadline <= now:
@@ -797,6 +969,44 @@ class Engine:
         due = self._maintenance_at
         if self._maintenance is not None and due is not None and now >= due and not self._stopping:
             self._maintenance_at = self._maintenance(now)
+
+    def _expire_http(self, listener: HttpListener, now: float) -> None:
+        idle = listener.idle
+        while idle:
+            conn, deadline = next(iter(idle.items()))
+            if deadline > now:
+                break
+            del idle[conn]
+            # As for unix clients: read what is there first (a frozen server may find a request waiting).
+            if self._read_ready(conn) and self._conns.get(conn.fd) is conn:
+                self._close(conn)  # kept alive for idle_timeout with no request: close quietly, as Kea does
+        requests = listener.requests
+        while requests:
+            conn, deadline = next(iter(requests.items()))
+            if deadline > now:
+                break
+            del requests[conn]
+            if conn.handshaking:
+                self._stats.timed_out += 1
+                logger.info("tls handshake not done after %.3g s; closing", listener.config.request_timeout)
+                self._close(conn)
+                continue
+            self._read_ready(conn)
+            if self._conns.get(conn.fd) is not conn or conn.reply_size or conn.call is not None:
+                continue  # answered, closed, or its command is running: the request did arrive
+            if conn.events:
+                self.waiter.unwatch(conn)
+                conn.events = 0
+            assert isinstance(conn, HttpConnection)
+            logger.info(
+                "http request from %s incomplete after %.3g s (%d bytes); answering 408",
+                conn.peer.address,
+                listener.config.request_timeout,
+                conn.buffered,
+            )
+            self._stats.timed_out += 1
+            conn.http.rejected_detail = "request timeout"
+            self._send_reply(conn, conn.timeout_reply(), status=conn.timeout_status)
 
     def begin_stop(self, grace: float) -> None:
         """Stop accepting and drain for ``grace`` seconds (on the I/O thread).
@@ -825,6 +1035,7 @@ class Engine:
         while self._accept_some(drain=True):
             pass
         self._endpoint.close_listener()
+        self._stop_http()
         for conn in list(self._queued):
             if conn.call is not None and self._conns.get(conn.fd) is conn:
                 conn.call = None
@@ -850,6 +1061,17 @@ class Engine:
         waiter.deadline_added()
         if not self._conns:
             self._finish()
+
+    def _stop_http(self) -> None:
+        """Stop accepting HTTP: serve what is in the backlogs, close the listeners and the kept-alive
+        connections waiting for a next request (an HTTP client retries those; Kea closes them too)."""
+        for listener in self.http_listeners.values():
+            while self._accept_http(listener, drain=True):
+                pass
+            listener.close()
+            for conn in list(listener.idle):
+                if self._conns.get(conn.fd) is conn and self._read_ready(conn):
+                    self._close(conn)
 
     def _end_grace(self) -> None:
         """The grace period is over: answer everyone still waiting, drop unsent replies, and finish."""
@@ -877,9 +1099,10 @@ class Engine:
                 )
             conn.call = None
             self._stats.dropped += 1
+            framed = conn.frame(reply, None, closing=True)
             with contextlib.suppress(OSError):
                 # small: it fits any socket buffer holding nothing
-                self._stats.bytes_sent += conn.sock.send(reply, _SEND_FLAGS)
+                self._stats.bytes_sent += conn.sock.send(framed, _SEND_FLAGS)
             self._close(conn)
         self._finish()
 
@@ -900,6 +1123,8 @@ class Engine:
                 conn.task = None
             self._close(conn)
         self._endpoint.close_listener()
+        for listener in self.http_listeners.values():
+            listener.close()
         self._pool.close()
         self._decoder.close()
         _engines.discard(self)
@@ -911,8 +1136,14 @@ class Engine:
         fork(), and unregistering here would stop the parent serving.
         """
         for conn in self._conns.values():
-            conn.sock.close()
+            if isinstance(conn.sock, TlsStream):
+                # Closing a TLS socket may write an alert, which would end the parent's session.
+                os.close(conn.fd)
+            else:
+                conn.sock.close()
         self._conns.clear()
+        for listener in self.http_listeners.values():
+            listener.close()
         self._endpoint.forget_after_fork()
 
     @property
@@ -922,6 +1153,9 @@ class Engine:
 
 
 def _who(conn: Connection) -> str:
+    if conn.remote is not None:
+        return f"{conn.remote.address} port {conn.remote.port}"
+    assert isinstance(conn.sock, socket.socket)
     try:
         peer = read_peer_credentials(conn.sock)
     except OSError:

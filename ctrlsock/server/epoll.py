@@ -15,7 +15,8 @@ from collections import deque
 from collections.abc import Callable
 
 from .commands import Call
-from .engine import READ, WRITE, Connection, Engine
+from .connection import Connection
+from .engine import READ, WRITE, Engine
 
 __all__ = ["EpollWaiter"]
 
@@ -52,11 +53,14 @@ class EpollWaiter:
         self._epoll.unregister(conn.fd)
 
     def pause_accepting(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._epoll.unregister(self._engine.listen_fd)
+        for fd in (self._engine.listen_fd, *self._engine.http_listeners):
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
 
     def resume_accepting(self) -> None:
-        self._epoll.register(self._engine.listen_fd, select.EPOLLIN)
+        for fd in (self._engine.listen_fd, *self._engine.http_listeners):
+            with contextlib.suppress(FileExistsError):
+                self._epoll.register(fd, select.EPOLLIN)
 
     def deadline_added(self) -> None:
         """Nothing to do: the loop asks the engine for its next deadline before every wait."""
@@ -90,6 +94,9 @@ class EpollWaiter:
         wake_fd = self._wake_read
         epoll.register(wake_fd, select.EPOLLIN)
         epoll.register(engine.listen_fd, select.EPOLLIN)
+        http_listeners = engine.http_listeners
+        for fd in http_listeners:
+            epoll.register(fd, select.EPOLLIN)
         conns = engine.connections_by_fd
         monotonic = time.monotonic
         if ready is not None:
@@ -120,6 +127,10 @@ class EpollWaiter:
                         with contextlib.suppress(OSError):
                             os.read(wake_fd, 4096)
                         self._run_posted()
+                    else:
+                        listener = http_listeners.get(fd)
+                        if listener is not None:
+                            engine.on_acceptable_http(listener)
                 if deadline is not None and engine.now >= deadline:
                     engine.on_timer()
         finally:

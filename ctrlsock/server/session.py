@@ -56,9 +56,13 @@ NEED_DATA: Final = NeedData.NEED_DATA
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """The bytes cannot be a request: send ``reply`` (Kea's error text) and close."""
+    """The bytes cannot be a request: send ``reply`` (Kea's error text) and close.
+
+    Over HTTP, ``status`` is the response's status (400, 401, ...) and ``reply`` its bare-map body.
+    """
 
     reply: bytes
+    status: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

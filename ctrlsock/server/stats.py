@@ -159,11 +159,13 @@ class ServerStats:
         "commands",
         "dropped",
         "dropped_slow",
+        "http_refused",
         "open",
         "refused",
         "running",
         "served",
         "timed_out",
+        "tls_failed",
         "waiting",
     )
 
@@ -174,6 +176,8 @@ class ServerStats:
         self.dropped_slow = 0  # of which: no write progress within the write deadline
         self.timed_out = 0  # answered with a timeout: idle, or the request deadline passed
         self.refused = 0  # refused for a limit (max_buffered)
+        self.http_refused = 0  # HTTP requests answered with an error status (400, 401, 405, 408, 413, ...)
+        self.tls_failed = 0  # TLS handshakes that failed (no client certificate, a bad one, not TLS)
         self.open = 0
         self.running = 0  # user handlers running (a hung one counts until it returns)
         self.waiting = 0  # commands queued behind them
@@ -202,6 +206,8 @@ class ServerStats:
                 "dropped-slow-reader": self.dropped_slow,
                 "timed-out": self.timed_out,
                 "refused-limit": self.refused,
+                "http-refused": self.http_refused,
+                "tls-failed": self.tls_failed,
             },
             "bytes": {"received": self.bytes_received, "sent": self.bytes_sent},
             "handlers": {"running": self.running, "waiting": self.waiting},
