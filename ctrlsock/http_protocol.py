@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -211,8 +212,10 @@ class ClientConnection:
         *,
         credentials: Credentials | None = None,
         keep_alive: bool = True,
+        fast_path: bool = True,
     ) -> None:
         self.url = url
+        self.fast_path = fast_path
         self.credentials = credentials
         self.keep_alive = keep_alive
         self._conn = h11.Connection(h11.CLIENT)
@@ -222,6 +225,10 @@ class ClientConnection:
         self._body = bytearray()
         self._received = 0
         self._eof = False
+        # The fast path (see _fast_reply): the request h11 has not been shown yet, and the reply read
+        # without it.
+        self._unseen: tuple[list[tuple[bytes, bytes]], bytes] | None = None
+        self._fast: HttpReply | None = None
 
     @property
     def received(self) -> int:
@@ -231,6 +238,8 @@ class ClientConnection:
     @property
     def reusable(self) -> bool:
         """Whether both sides finished the last exchange and the connection can carry another."""
+        if self._fast is not None:
+            return True
         return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
 
     def send_command(
@@ -257,6 +266,24 @@ class ClientConnection:
             headers.append((b"Authorization", self.credentials.authorization()))
         if not self.keep_alive:
             headers.append((b"Connection", b"close"))
+        self._status = None
+        self._body = bytearray()
+        self._received = 0
+        if (
+            self.fast_path
+            and self.keep_alive
+            and self._conn.our_state is h11.IDLE
+            and self._conn.their_state is h11.IDLE
+            and not self._conn.trailing_data[0]
+            and self._unseen is None
+            and self._fast is None
+            and _FAST_TARGET.fullmatch(self.url.path.encode())
+        ):
+            # What h11 would write (a test holds them equal); h11 is shown the request only if the reply
+            # needs it (see _show_h11).
+            self._unseen = (headers, body)
+            fields = [name + b": " + value + b"\r\n" for name, value in headers]
+            return b"".join([b"POST ", self.url.path.encode(), b" HTTP/1.1\r\n", *fields, b"\r\n", body])
         try:
             data = self._conn.send(h11.Request(method="POST", target=self.url.path.encode(), headers=headers))
             data = (data or b"") + (self._conn.send(h11.Data(data=body)) or b"")
@@ -272,7 +299,22 @@ class ClientConnection:
         """Take bytes read from the server; ``b""`` means it closed the connection."""
         self._received += len(data)
         self._eof = self._eof or not data
+        if self._unseen is not None and self._fast is None and self._received == len(data):
+            self._fast = _fast_reply(data)
+            if self._fast is not None:
+                return
+        self._show_h11()
         self._conn.receive_data(data)
+
+    def _show_h11(self) -> None:
+        """Let h11 see the request the fast path sent, so that it can read the reply the slow way."""
+        unseen, self._unseen = self._unseen, None
+        if unseen is None:
+            return
+        headers, body = unseen
+        self._conn.send(h11.Request(method="POST", target=self.url.path.encode(), headers=headers))
+        self._conn.send(h11.Data(data=body))
+        self._conn.send(h11.EndOfMessage())
 
     def next_reply(self) -> HttpReply | NeedData:
         """The complete response, or :data:`NEED_DATA`.
@@ -281,6 +323,10 @@ class ClientConnection:
             TruncatedReplyError: the server closed before the response was complete.
             BadReplyError: the bytes are not an HTTP response.
         """
+        if self._fast is not None:
+            return self._fast
+        if self._unseen is not None:
+            return NEED_DATA  # nothing received yet
         while True:
             try:
                 event = self._conn.next_event()
@@ -315,6 +361,9 @@ class ClientConnection:
 
     def start_next_cycle(self) -> None:
         """Ready the connection for the next request (only when :attr:`reusable`)."""
+        if self._fast is not None:
+            self._fast = self._unseen = None  # h11 saw none of that exchange: it is still idle
+            return
         self._conn.start_next_cycle()
 
     def _truncated(self) -> TruncatedReplyError:
@@ -325,6 +374,52 @@ class ClientConnection:
                 f"{self.url}: reply truncated: the server closed the connection after {self._received} bytes"
             )
         return TruncatedReplyError(message, url=str(self.url), received=self._received)
+
+
+# The fast paths, client and server: see ServerConnection._fast_request.
+_FAST_HEADER: Final = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?)[ \t]*"
+)
+_FAST_DIGITS: Final = re.compile(rb"[0-9]{1,12}")
+# Headers whose meaning changes how the message is framed or the connection is used: a request carrying
+# one of them takes h11's full path.
+_FAST_DECLINES: Final = frozenset({b"transfer-encoding", b"connection", b"expect", b"upgrade", b"te"})
+_FAST_TARGET: Final = re.compile(rb"/[\x21-\x7e]*")
+_FAST_STATUS_LINE: Final = re.compile(rb"HTTP/1\.1 200 ([\x21-\x7e](?:[ \x21-\x7e]*[\x21-\x7e])?)?")
+
+
+def _fast_reply(data: bytes) -> HttpReply | None:
+    """The response, when ``data`` is exactly one whole, plain ``200`` response; else None (h11 reads it).
+
+    As on the server side: a strict subset of what h11 accepts (one chunk, CRLF lines, one Content-Length
+    and nothing that changes framing or the connection), read as h11 reads it.
+    """
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    lines = data[:head_end].split(b"\r\n")
+    status = _FAST_STATUS_LINE.fullmatch(lines[0])
+    if status is None:
+        return None
+    headers: list[tuple[str, str]] = []
+    length = None
+    for line in lines[1:]:
+        match = _FAST_HEADER.fullmatch(line)
+        if match is None:
+            return None
+        name = match[1].lower()
+        if name in _FAST_DECLINES:
+            return None
+        if name == b"content-length":
+            if length is not None or not _FAST_DIGITS.fullmatch(match[2]):
+                return None
+            length = int(match[2])
+        headers.append((name.decode("ascii"), match[2].decode("latin-1")))
+    body = data[head_end + 4 :]
+    if length is None or len(body) != length:
+        return None
+    reason = (status[1] or b"").decode("latin-1")
+    return HttpReply(200, reason, tuple(headers), body, keep_alive=True)
 
 
 def replies_from(reply: HttpReply, url: ControlUrl | str) -> tuple[Reply, ...]:
@@ -454,6 +549,11 @@ class PeerClosed(Enum):
 PEER_CLOSED: Final = PeerClosed.CLOSED
 
 
+_FAST_REQUEST_LINE: Final = re.compile(rb"POST /[\x21-\x7e]* HTTP/1\.1")
+# The response head of a 200, as h11 writes it (a test holds them byte for byte equal).
+_FAST_200: Final = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+
+
 class _Stage(StrEnum):
     HEADERS = "headers"
     BODY = "body"
@@ -479,8 +579,10 @@ class ServerConnection:
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
         large_body: int | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        fast_path: bool = True,
     ) -> None:
         self.users = tuple(users)
+        self.fast_path = fast_path
         self.realm = realm
         self.max_body = max_body
         self.large_body = large_body
@@ -490,21 +592,27 @@ class ServerConnection:
         self._body = bytearray()
         self._user: str | None = None
         self._outgoing = b""
+        self._fast: ControlRequest | None = None  # taken by the fast path, not yet answered
+        self._fast_data = b""
+        self._fast_answered = False
+        self._fast_headers = b"".join(name + b": " + value + b"\r\n" for name, value in self._extra_headers)
 
     @property
     def reusable(self) -> bool:
         """Whether both sides finished and the connection can carry the client's next request."""
+        if self._fast_answered:
+            return True
         return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
 
     @property
     def idle(self) -> bool:
         """Whether no request is under way (what an idle timeout may close without a reply)."""
-        return self._conn.their_state is h11.IDLE and not self._conn.trailing_data[0]
+        return self._fast is None and self._conn.their_state is h11.IDLE and not self._conn.trailing_data[0]
 
     @property
     def can_respond(self) -> bool:
         """Whether a request is being answered (a response now is valid HTTP)."""
-        return self._conn.our_state is h11.SEND_RESPONSE
+        return self._fast is not None or self._conn.our_state is h11.SEND_RESPONSE
 
     @property
     def can_reject(self) -> bool:
@@ -518,7 +626,65 @@ class ServerConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Take bytes read from the client; ``b""`` means it closed its side."""
+        if (
+            data
+            and self.fast_path
+            and self._fast is None
+            and self._stage is _Stage.HEADERS
+            and self._conn.their_state is h11.IDLE
+            and self._conn.our_state is h11.IDLE
+            and not self._conn.trailing_data[0]
+        ):
+            self._fast = self._fast_request(data)
+            if self._fast is not None:
+                self._fast_data = data
+                return
         self._conn.receive_data(data)
+
+    def _fast_request(self, data: bytes) -> ControlRequest | None:
+        """The request, when ``data`` is exactly one whole, plain, acceptable control request; else None.
+
+        The common case (kea-shell, curl, ``ctrlsock send``: one POST with a Content-Length body, arriving
+        whole) costs h11 most of the time a command takes. This path accepts only a strict subset of what
+        h11 accepts, reads it the same way (a property test feeds both the same bytes), and hands anything
+        else, refusals included, to h11: it can only ever say yes to a request h11 would also take.
+        """
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0 or head_end + 4 > self._conn._max_incomplete_event_size:
+            return None
+        lines = data[:head_end].split(b"\r\n")
+        if not _FAST_REQUEST_LINE.fullmatch(lines[0]):
+            return None
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            match = _FAST_HEADER.fullmatch(line)
+            if match is None:
+                return None
+            name = match[1].lower()
+            if name in headers or name in _FAST_DECLINES:
+                return None
+            headers[name] = match[2]
+        length = headers.get(b"content-length")
+        if b"host" not in headers or length is None or not _FAST_DIGITS.fullmatch(length):
+            return None
+        body = data[head_end + 4 :]
+        if len(body) != int(length) or len(body) > self.max_body:
+            return None
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media_type != JSON_CONTENT_TYPE.encode():
+            return None
+        if self.large_body is not None and len(body) >= self.large_body:
+            return None
+        user = None
+        if self.users:
+            user = check_basic_auth(headers.get(b"authorization"), self.users)
+            if user is None:
+                return None
+        try:
+            request = decode_request(body)
+        except RemoteProtocolError:
+            return None
+        return ControlRequest(request, body, user)
 
     def data_to_send(self) -> bytes:
         """Bytes to send now that answer no request (``100 Continue``); empty most of the time."""
@@ -529,6 +695,8 @@ class ServerConnection:
         """The next thing to act on (see the class docstring)."""
         if self._stage is _Stage.REJECTED:
             return NEED_DATA
+        if self._fast is not None and not self._fast_answered:
+            return self._fast
         while True:
             try:
                 event = self._conn.next_event()
@@ -601,11 +769,27 @@ class ServerConnection:
         Args:
             close: say ``Connection: close`` (the server is stopping): the connection is then not reusable.
         """
+        if self._fast is not None and not close:
+            self._fast_answered = True
+            return b"".join((_FAST_200, str(len(body)).encode(), b"\r\n", self._fast_headers, b"\r\n", body))
+        if self._fast is not None:
+            self._feed_fast_to_h11()  # h11 writes a closing response only for a request it has seen
         extra = [(b"Connection", b"close")] if close else []
         return self._respond(HTTPStatus.OK, body, extra)
 
+    def _feed_fast_to_h11(self) -> None:
+        # Re-read through h11 the request the fast path took, so that h11 can write a response that closes
+        # the connection (rare: the server is stopping).
+        self._fast, data, self._fast_data = None, self._fast_data, b""
+        self._conn.receive_data(data)
+        while self._conn.their_state is not h11.DONE:
+            if self._conn.next_event() is h11.NEED_DATA:
+                break
+
     def reject(self, rejection: Rejection) -> bytes:
         """The response for a rejection, with Kea's body; the connection closes after it."""
+        if self._fast is not None:
+            self._feed_fast_to_h11()
         headers: list[tuple[bytes, bytes]] = [(b"Connection", b"close")]
         if rejection.status is HTTPStatus.UNAUTHORIZED:
             headers.append((b"WWW-Authenticate", f'Basic realm="{self.realm}"'.encode()))
@@ -627,4 +811,7 @@ class ServerConnection:
 
     def start_next_cycle(self) -> None:
         """Ready the connection for the client's next request (only when :attr:`reusable`)."""
+        if self._fast_answered:
+            self._fast, self._fast_data, self._fast_answered = None, b"", False
+            return  # h11 never saw that exchange: it is still idle
         self._conn.start_next_cycle()
