@@ -19,13 +19,14 @@ import shutil
 import stat
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
 from ctrlsock.errors import ServerError
 from ctrlsock.lock import lock_path_for, read_record
-from ctrlsock.server import ControlServer, ServerConfig, ServerState
+from ctrlsock.server import ControlServer, HttpListenerConfig, ServerConfig, ServerState
 
 __all__ = ["Embedding", "ServerFactory"]
 
@@ -66,6 +67,7 @@ class ServerFactory:
         server: ControlServer | None = None,
         program: str = "ctrlsock-test",
         version: str = "0.0.0",
+        http: HttpListenerConfig | Sequence[HttpListenerConfig] = (),
         **config_options: Any,
     ) -> ControlServer:
         """Start a server and return it, serving.
@@ -76,6 +78,8 @@ class ServerFactory:
                 :meth:`socket_path`, to which the test adds commands (they may be added while it serves).
             program: the new server's program name.
             version: the new server's ``version-get`` text.
+            http: HTTP(S) listeners for the new server (``HttpListenerConfig(port=0)`` picks a free port;
+                ``server.http_urls`` tells it).
             **config_options: :class:`~ctrlsock.server.ServerConfig` fields for the new server (with
                 ``server``, configure that server instead).
 
@@ -85,9 +89,13 @@ class ServerFactory:
         kind = Embedding(embedding)
         if server is None:
             server = ControlServer(
-                self.socket_path(), program=program, version=version, config=ServerConfig(**config_options)
+                self.socket_path(),
+                program=program,
+                version=version,
+                config=ServerConfig(**config_options),
+                http=http,
             )
-        elif config_options:
+        elif config_options or http:
             raise ValueError(f"config options {sorted(config_options)} given with a ready server")
         if kind is Embedding.THREAD:
             server.start_in_thread()

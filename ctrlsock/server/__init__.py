@@ -5,7 +5,8 @@
 thread embedding and ``ctrlsock serve``, ``aio.py`` for asyncio); ``session.py`` is the sans-IO protocol
 state of one connection; ``commands.py`` the registry and access checks; ``builtin_commands.py`` Kea's
 built-ins; ``signals.py`` SIGTERM/SIGINT for every server of the process; ``upkeep.py`` the defence
-against /tmp cleaners.
+against /tmp cleaners. HTTP(S) listeners (``http_config.py``, ``http_listener.py``) feed the same engine,
+with ``connection.py`` holding either kind of client and ``http_session.py`` the HTTP protocol state.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from .commands import (
     CommandContext,
     Handler,
     HandlerResult,
+    HttpPeer,
     PeerCredentials,
 )
 from .config import Access, ConfigProvider, JsonFileConfig, ServerConfig
 from .core import ControlServer, ServerState
 from .engine import SHUTTING_DOWN_TEXT
+from .http_config import HttpListenerConfig, HttpUser, TlsConfig
 from .stats import ServerStats
 
 # A library never prints through Python's last-resort handler: the daemon decides where logs go.
@@ -42,11 +45,15 @@ __all__ = [
     "ControlServer",
     "Handler",
     "HandlerResult",
+    "HttpListenerConfig",
+    "HttpPeer",
+    "HttpUser",
     "JsonFileConfig",
     "PeerCredentials",
     "ServerConfig",
     "ServerState",
     "ServerStats",
+    "TlsConfig",
     "UnknownKeys",
     "compile_arguments",
 ]

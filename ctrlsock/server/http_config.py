@@ -19,12 +19,16 @@ from typing import Final
 from ctrlsock.errors import ServerError
 from ctrlsock.http_protocol import DEFAULT_MAX_HEADER_SIZE, User
 
+HttpUser = User
+"""A Basic-authentication user of a listener: ``HttpUser("admin", password)``."""
+
 __all__ = [
     "DEFAULT_HTTP_HOST",
     "DEFAULT_HTTP_IDLE_TIMEOUT",
     "DEFAULT_HTTP_PORT",
     "DEFAULT_HTTP_REQUEST_TIMEOUT",
     "HttpListenerConfig",
+    "HttpUser",
     "TlsConfig",
     "User",
     "is_loopback",
@@ -125,7 +129,7 @@ class HttpListenerConfig:
 
     host: str = DEFAULT_HTTP_HOST
     port: int = DEFAULT_HTTP_PORT
-    users: Sequence[User] = ()
+    users: Sequence[HttpUser] = ()
     realm: str = "ctrlsock"
     tls: TlsConfig | None = None
     allow_insecure: bool = False
