@@ -551,9 +551,11 @@ class Engine:
 
     def _handle_event(self, conn: Connection, event: Event) -> None:
         self._reading.pop(conn, None)
-        if conn.events:
+        if conn.events and (conn.listener is None or type(event) is not Request):
             # Kea pauses the inactivity timer while a command runs; and a client that closes or sends
-            # garbage now must not wake us: stop watching until the reply is ready.
+            # garbage now must not wake us: stop watching until the reply is ready. (A kept-alive HTTP
+            # client stays watched through an inline command: nothing can wake us meanwhile, and its
+            # next request needs the watch again; _handle unwatches it for a command that runs elsewhere.)
             self.waiter.unwatch(conn)
             conn.events = 0
         if type(event) is Request:
@@ -619,8 +621,11 @@ class Engine:
             result = self._dispatch(request, None, conn.peer)
         if type(result) is bytes:
             self._send_reply(conn, result)
-        else:
-            self._start_call(conn, result)  # type: ignore[arg-type]  # the only other case: a Call
+            return
+        if conn.events:
+            self.waiter.unwatch(conn)
+            conn.events = 0
+        self._start_call(conn, result)  # type: ignore[arg-type]  # the only other case: a Call
 
     def _start_call(self, conn: Connection, call: Call) -> None:
         if self._stopping:
@@ -811,9 +816,8 @@ class Engine:
         assert isinstance(conn, HttpConnection)
         listener = conn.listener
         assert listener is not None
-        if conn.events:
-            self.waiter.unwatch(conn)
-            conn.events = 0
+        if conn.events == WRITE:
+            self._watch(conn, READ)  # still watched for reading after an inline command: no syscall
         self._writing.pop(conn, None)
         big = conn.reply_size >= _TRIM_AFTER or conn.received >= _TRIM_AFTER
         self._release_reply(conn)
@@ -823,6 +827,9 @@ class Engine:
         if conn.http.request_started:
             # The client sent its next request before this reply was out (pipelining): serve it from the
             # loop rather than from here, so a burst of requests cannot recurse.
+            if conn.events:
+                self.waiter.unwatch(conn)  # the posted call reads on; nothing else may meanwhile
+                conn.events = 0
             self._arm_deadline(listener.requests, conn, listener.config.request_timeout)
             self.waiter.post(lambda: self._next_http_request(conn))
             return
@@ -830,8 +837,8 @@ class Engine:
         self._wait_for_request(conn)
 
     def _next_http_request(self, conn: HttpConnection) -> None:
-        if self._conns.get(conn.fd) is not conn:
-            return
+        if self._conns.get(conn.fd) is not conn or conn.reply_size or conn.call is not None:
+            return  # closed, or busy with a request again (its reply schedules the next one)
         self.now = time.monotonic()
         event = conn.next_event()
         if event is NEED_DATA:
