@@ -60,6 +60,7 @@ def register_builtins(
             "socket": str(server.socket_path),
             "lock": str(lock.lock_path) if lock is not None else None,
             "socket-activated": server.socket_activated,
+            "http": server.http_urls,
             "connections-served": stats.served,
             "connections-open": stats.open,
             "replies-dropped": stats.dropped,

@@ -40,6 +40,9 @@ class ServerInfo(Protocol):
     def socket_activated(self) -> bool: ...
 
     @property
+    def http_urls(self) -> list[str]: ...
+
+    @property
     def started_monotonic(self) -> float: ...
 
     @property
