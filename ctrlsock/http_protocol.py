@@ -549,6 +549,8 @@ class PeerClosed(Enum):
 PEER_CLOSED: Final = PeerClosed.CLOSED
 
 
+_HEAD_END: Final = re.compile(rb"\n\r?\n")
+"""The blank line that ends a head, as h11 finds it (bare LF lines included)."""
 _FAST_REQUEST_LINE: Final = re.compile(rb"POST /[\x21-\x7e]* HTTP/1\.1")
 # The response head of a 200, as h11 writes it (a test holds them byte for byte equal).
 _FAST_200: Final = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
@@ -587,6 +589,7 @@ class ServerConnection:
         self.max_body = max_body
         self.large_body = large_body
         self._extra_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        self.max_header_size = max_header_size
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
         self._stage = _Stage.HEADERS
         self._body = bytearray()
@@ -650,7 +653,7 @@ class ServerConnection:
         else, refusals included, to h11: it can only ever say yes to a request h11 would also take.
         """
         head_end = data.find(b"\r\n\r\n")
-        if head_end < 0 or head_end + 4 > self._conn._max_incomplete_event_size:
+        if head_end < 0 or head_end + 4 > self.max_header_size:
             return None
         lines = data[:head_end].split(b"\r\n")
         if not _FAST_REQUEST_LINE.fullmatch(lines[0]):
@@ -697,6 +700,8 @@ class ServerConnection:
             return NEED_DATA
         if self._fast is not None and not self._fast_answered:
             return self._fast
+        if self._stage is _Stage.HEADERS and self._head_too_large():
+            return self._rejected(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large")
         while True:
             try:
                 event = self._conn.next_event()
@@ -727,6 +732,18 @@ class ServerConnection:
                 if self.large_body is not None and len(document) >= self.large_body:
                     return UndecodedRequest(document, self._user)
                 return self._control_request(document)
+
+    def _head_too_large(self) -> bool:
+        """Whether the request line and headers go on past ``max_header_size``.
+
+        h11 enforces its limit only while the head is incomplete: a head that arrives whole in one read
+        would pass however large it is.
+        """
+        if self._conn.their_state is not h11.IDLE:
+            return False
+        data = self._conn.trailing_data[0]
+        limit = self.max_header_size
+        return len(data) > limit and _HEAD_END.search(data, 0, limit + 2) is None
 
     def _check_head(self, event: h11.Request) -> Rejection | None:
         headers = {name.lower(): value for name, value in event.headers}
