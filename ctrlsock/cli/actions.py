@@ -12,6 +12,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,11 +36,13 @@ if TYPE_CHECKING:
     from ctrlsock.cli.prometheus import SocketMetrics
     from ctrlsock.probe import ProbeReport
     from ctrlsock.recover import Action
+    from ctrlsock.server.http_config import HttpListenerConfig
 
 __all__ = [
     "DEFAULT_SEND_TIMEOUT",
     "DEFAULT_STATUS_TIMEOUT",
     "TERMINATE_GRACE",
+    "ServeHttpOptions",
     "gather_metrics",
     "parse_arguments",
     "read_request",
@@ -441,6 +444,111 @@ def parse_arguments(text: str | None) -> Any:
         raise CliError(f"{source} is nested too deeply", exit_code=ExitCode.BAD_ARGUMENTS) from None
 
 
+@dataclass(frozen=True)
+class ServeHttpOptions:
+    """``serve``'s ``--http*`` options: the addresses to listen on and what every such listener shares.
+
+    ``allow_insecure`` and the timeouts also apply to the listeners of ``--config``'s ``control-sockets``.
+    """
+
+    addresses: tuple[str, ...] = ()
+    auth_user: str | None = None
+    auth_password_file: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    cert_required: bool | None = None
+    allow_insecure: bool = False
+    # Kea's, as http_config's defaults (not imported here: status must not load the server).
+    request_timeout: float = 10.0
+    idle_timeout: float = 30.0
+
+    def check(self) -> None:
+        """Refuse options that do not go together, before any file is read.
+
+        Raises:
+            CliError: ``USAGE``, naming the options.
+        """
+        listener_only = {
+            "--http-auth-user": self.auth_user,
+            "--http-auth-password-file": self.auth_password_file,
+            "--http-cert": self.cert,
+            "--http-key": self.key,
+            "--http-ca": self.ca,
+            "--http-cert-required": self.cert_required,
+        }
+        given = [name for name, value in listener_only.items() if value is not None]
+        if given and not self.addresses:
+            raise _usage(f"{', '.join(given)}: only with --http ADDR")
+        if (self.auth_user is None) != (self.auth_password_file is None):
+            raise _usage("--http-auth-user and --http-auth-password-file go together")
+        if (self.cert is None) != (self.key is None):
+            raise _usage("--http-cert and --http-key go together")
+        if self.ca is not None and self.cert is None:
+            raise _usage("--http-ca needs --http-cert and --http-key: client certificates come with TLS")
+        if self.cert_required is not None and self.ca is None:
+            raise _usage("--http-cert-required and --no-http-cert-required need --http-ca")
+
+    def defaults(self) -> HttpListenerConfig:
+        """What every listener shares, ``--config``'s included."""
+        from ctrlsock.server.http_config import HttpListenerConfig  # noqa: PLC0415  (serve only)
+
+        return HttpListenerConfig(
+            allow_insecure=self.allow_insecure,
+            request_timeout=self.request_timeout,
+            idle_timeout=self.idle_timeout,
+        )
+
+    def listeners(self) -> list[HttpListenerConfig]:
+        """One listener per ``--http ADDR``, the password read from its file.
+
+        Raises:
+            CliError: ``USAGE`` for a bad address or option.
+            ServerError: the password file cannot be read.
+        """
+        import dataclasses  # noqa: PLC0415
+
+        from ctrlsock.errors import ClientError, ServerError  # noqa: PLC0415
+        from ctrlsock.http_client import read_password_file  # noqa: PLC0415  (serve only)
+        from ctrlsock.server.http_config import TlsConfig, User  # noqa: PLC0415
+        from ctrlsock.server.kea_config import parse_http_address  # noqa: PLC0415
+
+        self.check()
+        addresses: list[tuple[str, int]] = []
+        for text in self.addresses:
+            try:
+                address = parse_http_address(text)
+            except ValueError as error:
+                raise _usage(f"--http {text}: {error}") from None
+            if address in addresses and address[1] != 0:
+                raise _usage(f"--http {text}: given twice")
+            addresses.append(address)
+        if not addresses:
+            return []
+        users: tuple[User, ...] = ()
+        if self.auth_user is not None and self.auth_password_file is not None:
+            try:
+                password = read_password_file(self.auth_password_file)
+            except ClientError as error:
+                raise ServerError(f"--http-auth-password-file: {error}") from None
+            users = (User(self.auth_user, password),)
+        tls = None
+        if self.cert is not None and self.key is not None:
+            required = True if self.cert_required is None else self.cert_required
+            tls = TlsConfig(self.cert, self.key, trust_anchor=self.ca, cert_required=required)
+        try:
+            return [
+                dataclasses.replace(self.defaults(), host=host, port=port, users=users, tls=tls)
+                for host, port in addresses
+            ]
+        except ValueError as error:
+            raise _usage(f"--http: {error}") from None
+
+
+def _usage(message: str) -> CliError:
+    return CliError(message, exit_code=ExitCode.USAGE)
+
+
 def run_serve(
     socket_path: Path | None,
     *,
@@ -450,10 +558,13 @@ def run_serve(
     allow_uids: Sequence[int],
     allow_gids: Sequence[int],
     log_level: str,
+    http: ServeHttpOptions | None = None,
 ) -> int:
     from ctrlsock.errors import LockError, LockHeldError, ServerError  # noqa: PLC0415
     from ctrlsock.server.daemon import run_daemon  # noqa: PLC0415
 
+    http = http or ServeHttpOptions()
+    listeners = http.listeners()  # usage errors before the default socket's directory is made
     target = socket_argument(socket_path, create=socket_path is None)
     try:
         return run_daemon(
@@ -464,6 +575,8 @@ def run_serve(
             allow_uids=list(allow_uids),
             allow_gids=list(allow_gids),
             log_level=log_level,
+            http=listeners,
+            http_defaults=http.defaults(),
         )
     except LockError as error:
         if isinstance(error, LockHeldError):

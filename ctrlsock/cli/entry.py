@@ -31,7 +31,7 @@ __all__ = ["FLAGS", "check_flag_values", "fast_status", "main", "run"]
 
 #: Each subcommand's flags: options that take no value (tests keep this equal to the typer app's).
 FLAGS: Final[dict[str, frozenset[str]]] = {
-    "serve": frozenset(),
+    "serve": frozenset({"--http-allow-insecure", "--http-cert-required", "--no-http-cert-required"}),
     "status": frozenset({"--json"}),
     "cleanup": frozenset({"--dry-run", "--json", "--terminate-holders", "--yes", "-y"}),
     "send": frozenset({"--raw", "--json"}),

@@ -20,6 +20,7 @@ from ctrlsock.cli.actions import (
     DEFAULT_SEND_TIMEOUT,
     DEFAULT_STATUS_TIMEOUT,
     TERMINATE_GRACE,
+    ServeHttpOptions,
     run_bench,
     run_cleanup,
     run_send,
@@ -150,7 +151,12 @@ _SERVE_HELP: Final = (
     "With --config FILE it keeps that JSON document as its configuration and also serves config-get, "
     "config-test, config-set, config-reload (re-reads FILE) and config-write, as Kea does. Logs one "
     "line when ready and sends READY=1 under systemd. If another process holds the lock it exits at "
-    f"once (code {int(ExitCode.LOCK_HELD)}) naming it."
+    f"once (code {int(ExitCode.LOCK_HELD)}) naming it.\n\n"
+    "--http ADDR also serves the commands over HTTP, as Kea 3's servers do (kea-shell and `ctrlsock send "
+    "URL` talk to it), and so do the http and https entries of FILE's Kea-style control-sockets. A bare "
+    "PORT binds 127.0.0.1. An address other hosts can reach needs TLS (--http-cert, --http-key) and a "
+    "user (--http-auth-user, --http-auth-password-file), or --http-allow-insecure; without them serve "
+    f"refuses to start (code {int(ExitCode.SERVER_FAILED)}) and binds nothing."
 )
 
 _SERVE_EPILOG: Final = """Examples:
@@ -160,6 +166,11 @@ _SERVE_EPILOG: Final = """Examples:
   ctrlsock serve /run/mydaemon/ctrl.sock --config /etc/mydaemon.json
 
   ctrlsock serve /run/mydaemon/ctrl.sock --mode 0660 --group monitoring
+
+  ctrlsock serve /run/mydaemon/ctrl.sock --http 8000   # http://127.0.0.1:8000/
+
+  ctrlsock serve SOCKET --http 192.0.2.1:8004 --http-cert cert.pem --http-key key.pem \\
+      --http-auth-user admin --http-auth-password-file /etc/mydaemon/admin-password
 """
 
 _BENCH_HELP: Final = (
@@ -463,6 +474,81 @@ def _serve_command(  # noqa: PLR0917  (typer maps each parameter to an option)
         LogLevel,
         typer.Option("--log-level", metavar="LEVEL", case_sensitive=False, help="How much to log on stderr."),
     ] = LogLevel.INFO,
+    http: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--http",
+            metavar="ADDR",
+            help="Also serve HTTP on PORT (127.0.0.1), HOST:PORT or [IPV6]:PORT (repeatable).",
+        ),
+    ] = None,
+    http_auth_user: Annotated[
+        str | None,
+        typer.Option("--http-auth-user", metavar="USER", help="Require Basic authentication as USER."),
+    ] = None,
+    http_auth_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--http-auth-password-file",
+            metavar="FILE",
+            readable=False,
+            help="A file whose first line is --http-auth-user's password (never a password on the command "
+            "line).",
+        ),
+    ] = None,
+    http_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--http-cert", metavar="FILE", readable=False, help="Serve HTTPS with this certificate (PEM)."
+        ),
+    ] = None,
+    http_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--http-key", metavar="FILE", readable=False, help="The certificate's private key (PEM)."
+        ),
+    ] = None,
+    http_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--http-ca",
+            metavar="FILE",
+            readable=False,
+            help="Check client certificates against this CA (PEM file or directory).",
+        ),
+    ] = None,
+    http_cert_required: Annotated[
+        bool | None,
+        typer.Option(
+            "--http-cert-required/--no-http-cert-required",
+            help="With --http-ca, refuse clients without a certificate (the default).",
+        ),
+    ] = None,
+    http_allow_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--http-allow-insecure",
+            help="Listen where other hosts can reach, without TLS or without a user.",
+        ),
+    ] = False,
+    http_request_timeout: Annotated[
+        float,
+        typer.Option(
+            "--http-request-timeout",
+            metavar="SECONDS",
+            callback=_positive,
+            help="How long an HTTP request may take to arrive whole.",
+        ),
+    ] = 10.0,
+    http_idle_timeout: Annotated[
+        float,
+        typer.Option(
+            "--http-idle-timeout",
+            metavar="SECONDS",
+            callback=_positive,
+            help="How long a kept-alive HTTP connection may wait for its next request.",
+        ),
+    ] = 30.0,
 ) -> int:
     return run_serve(
         socket_path,
@@ -472,6 +558,18 @@ def _serve_command(  # noqa: PLR0917  (typer maps each parameter to an option)
         allow_uids=allow_uid or [],
         allow_gids=allow_gid or [],
         log_level=log_level.value,
+        http=ServeHttpOptions(
+            addresses=tuple(http or ()),
+            auth_user=http_auth_user,
+            auth_password_file=http_auth_password_file,
+            cert=http_cert,
+            key=http_key,
+            ca=http_ca,
+            cert_required=http_cert_required,
+            allow_insecure=http_allow_insecure,
+            request_timeout=http_request_timeout,
+            idle_timeout=http_idle_timeout,
+        ),
     )
 
 

@@ -17,6 +17,8 @@ from ctrlsock.errors import CommandError, ServerError
 
 from .config import JsonFileConfig, ServerConfig
 from .core import ControlServer
+from .http_config import HttpListenerConfig
+from .kea_config import listeners_from_document
 
 __all__ = ["run_daemon"]
 
@@ -44,6 +46,8 @@ def run_daemon(
     allow_uids: Sequence[int] = (),
     allow_gids: Sequence[int] = (),
     log_level: str = "info",
+    http: Sequence[HttpListenerConfig] = (),
+    http_defaults: HttpListenerConfig | None = None,
 ) -> int:
     """Own ``socket_path`` in the foreground until SIGTERM, SIGINT or ``shutdown``; returns the exit code.
 
@@ -55,21 +59,34 @@ def run_daemon(
         allow_uids: when non-empty (or ``allow_gids`` is), only these peer uids/gids get answers.
         allow_gids: see ``allow_uids``.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        http: HTTP(S) listeners serving the same commands (``--http``).
+        http_defaults: for the listeners of ``config_file``'s Kea 3 style ``control-sockets``, what such
+            an entry cannot say: ``allow_insecure`` and the timeouts.
 
     Returns:
         The ``exit-value`` a ``shutdown`` command asked for, else 0.
 
     Raises:
         LockHeldError: another process holds the socket's lock (the message names it).
-        ServerError: the configuration cannot be loaded or the socket cannot be set up.
+        ServerError: the configuration cannot be loaded, a listener is not valid or would expose the
+            commands, or the socket cannot be set up. Nothing is bound then.
     """
     _configure_logging(log_level)
     provider = None
+    listeners = list(http)
     if config_file is not None:
         try:
             provider = JsonFileConfig(config_file)
         except CommandError as error:
             raise ServerError(f"cannot load the configuration: {error.text}") from error
+        # Read once: config-set and config-reload change the document, not the listeners (Kea reopens
+        # them; here a restart does).
+        try:
+            listeners += listeners_from_document(
+                provider.get_config(), base_dir=config_file.parent, defaults=http_defaults
+            )
+        except ServerError as error:
+            raise ServerError(f"{config_file}: {error}") from None
     access_given = bool(allow_uids) or bool(allow_gids)
     config = ServerConfig(
         mode=mode,
@@ -84,6 +101,7 @@ def run_daemon(
         extended_version=f"{__version__}\nctrlsock serve (python {sys.version.split()[0]})",
         config=config,
         config_provider=provider,
+        http=listeners,
     )
 
     def stop(number: int, frame: object) -> None:
