@@ -6,6 +6,7 @@ another exception); user and password files are real files; ``ctrlsock serve`` i
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import shutil
@@ -23,15 +24,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ctrlsock.errors import ServerError
-from ctrlsock.server import ControlServer
 from ctrlsock.server.http_config import HttpListenerConfig, TlsConfig, User
 from ctrlsock.server.kea_config import listeners_from_document, parse_http_address
 from tests.children.cli_support import cli_env, run_cli, serving
 from tests.support import REPO_DIR
-
-SERVING_HTTP = pytest.mark.skipif(
-    not hasattr(ControlServer, "http_urls"), reason="ControlServer does not serve HTTP yet"
-)
 
 # --- --http ADDR -----------------------------------------------------------------------------------
 
@@ -646,13 +642,6 @@ def serving_urls(log: Any, count: int) -> list[str]:
         time.sleep(0.02)  # the log is a file: nothing to wait on but its growth
 
 
-def test_serve_accepts_an_exposed_listener_when_allowed(sock_path: Path) -> None:
-    with serving(sock_path, "--http", "0.0.0.0:0", "--http-allow-insecure") as server:
-        assert server.process.poll() is None
-        assert "refusing" not in server.log()
-
-
-@SERVING_HTTP
 def test_serve_answers_on_an_allowed_exposed_listener(sock_path: Path) -> None:
     with serving(sock_path, "--http", "0.0.0.0:0", "--http-allow-insecure") as server:
         [url] = serving_urls(server.log, 1)
@@ -663,7 +652,6 @@ def test_serve_answers_on_an_allowed_exposed_listener(sock_path: Path) -> None:
         assert json.loads(done.stdout)["result"] == 0
 
 
-@SERVING_HTTP
 def test_serve_opens_the_listeners_of_its_configuration_with_their_users(sock_path: Path) -> None:
     (sock_path.parent / "admin-password").write_text("s3cret\n")
     config = sock_path.parent / "kea.json"
@@ -673,6 +661,7 @@ def test_serve_opens_the_listeners_of_its_configuration_with_their_users(sock_pa
         "socket-type": "http",
         "socket-port": port,
         "authentication": {"type": "basic", "realm": "test", "clients": [client]},
+        "http-headers": [{"name": "Strict-Transport-Security", "value": "max-age=31536000"}],
     }
     config.write_text(json.dumps(sockets(entry)))
     with serving(sock_path, "--config", config, "--http", "[::1]:0") as server:
@@ -682,8 +671,74 @@ def test_serve_opens_the_listeners_of_its_configuration_with_their_users(sock_pa
         url = f"http://127.0.0.1:{port}/"
         refused = run_cli("send", url, "version-get", "--timeout", "5")
         assert refused.returncode == 85, refused.stderr
+        assert "realm 'test'" in refused.stderr
+        # The entry's http-headers come with every answer.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request(
+                "POST", "/", b'{"command": "version-get"}', {"Content-Type": "application/json"}
+            )
+            response = connection.getresponse()
+            assert response.status == 401
+            assert response.getheader("Strict-Transport-Security") == "max-age=31536000"
+        finally:
+            connection.close()
         allowed = run_cli(
             "send", url, "version-get", "--timeout", "5",
             "--auth-user", "admin", "--auth-password-file", sock_path.parent / "admin-password",
         )  # fmt: skip
         assert allowed.returncode == 0, allowed.stderr
+
+
+def openssl(*args: object) -> None:
+    subprocess.run(["openssl", *(str(arg) for arg in args)], check=True, capture_output=True, timeout=30)
+
+
+def certificate(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
+    key, request, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.pem"
+    (directory / f"{name}.ext").write_text(extensions + "\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", key, "-out", request, "-subj", f"/CN={name}")  # fmt: skip
+    openssl("x509", "-req", "-in", request, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
+            "-out", cert, "-days", "2", "-extfile", directory / f"{name}.ext")  # fmt: skip
+    return cert, key
+
+
+def test_serve_https_with_client_certificates_and_a_user_from_the_command_line(sock_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is missing (.ci/run installs it)")
+    pki = sock_path.parent
+    ca = pki / "ca.pem", pki / "ca.key"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", ca[1], "-out", ca[0], "-days", "2", "-subj", "/CN=ctrlsock test CA")  # fmt: skip
+    server_cert, server_key = certificate(pki, "server", ca, "subjectAltName=IP:127.0.0.1")
+    client_cert, client_key = certificate(pki, "client", ca, "extendedKeyUsage=clientAuth")
+    password = pki / "password"
+    password.write_text("s3cret\n")
+    with serving(
+        sock_path, "--http", "127.0.0.1:0", "--http-cert", server_cert, "--http-key", server_key,
+        "--http-ca", ca[0], "--http-auth-user", "admin", "--http-auth-password-file", password,
+    ) as server:  # fmt: skip
+        [url] = serving_urls(server.log, 1)
+        assert url.startswith("https://127.0.0.1:")
+        auth = ("--auth-user", "admin", "--auth-password-file", password)
+        done = run_cli("send", url, "version-get", "--timeout", "5", "--ca", ca[0],
+                       "--cert", client_cert, "--key", client_key, *auth)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        without_certificate = run_cli("send", url, "version-get", "--timeout", "5", "--ca", ca[0], *auth)
+        assert without_certificate.returncode == 86, without_certificate.stderr
+        without_user = run_cli("send", url, "version-get", "--timeout", "5", "--ca", ca[0],
+                               "--cert", client_cert, "--key", client_key)  # fmt: skip
+        assert without_user.returncode == 85, without_user.stderr
+
+
+def test_the_readme_example_configuration_gives_the_listener_it_describes(conf_dir: Path) -> None:
+    readme = (REPO_DIR / "README.md").read_text()
+    [example] = re.findall(r"```json\n(.*?)```", readme, flags=re.DOTALL)
+    (conf_dir / "admin-password").write_text("s3cret\n")
+    document = json.loads(example.replace("/etc/mydaemon/credentials", str(conf_dir)))
+    [listener] = listeners_from_document(document, base_dir=conf_dir)
+    assert (listener.host, listener.port, listener.realm) == ("192.0.2.1", 8004, "mydaemon")
+    assert listener.users == (User("admin", "s3cret"),)
+    assert listener.tls == TlsConfig(conf_dir / "cert.pem", conf_dir / "key.pem", conf_dir / "ca.pem", True)
+    assert listener.exposure_problem is None

@@ -11,7 +11,9 @@ names each listener in ``control-sockets``, at the top of its daemon's map::
 defaults and checks (Kea's ``HttpCommandConfig``, ``BasicHttpAuthConfig`` and ``parseCfgHttpHeaders``),
 so that one configuration works for both. A ``unix`` entry is not a listener here: the socket is the
 command line's SOCKET. Where ctrlsock differs from Kea, the code says so. Nothing is bound here; the
-checks against exposure are :meth:`HttpListenerConfig.check`'s, run by the server.
+checks against exposure are :meth:`HttpListenerConfig.check`'s, run by the server. They differ from
+Kea 3's, which refuses an entry with neither TLS nor authentication on any address, loopback included,
+unless the daemon runs with ``-X``; ctrlsock allows loopback and wants both elsewhere.
 """
 
 from __future__ import annotations

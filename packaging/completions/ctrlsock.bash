@@ -46,7 +46,7 @@ _ctrlsock() {
         elif [[ -z $command ]]; then
             command=$word
             case $command in
-                serve) value_options='--config|--mode|--group|--allow-uid|--allow-gid|--log-level' ;;
+                serve) value_options='--config|--mode|--group|--allow-uid|--allow-gid|--log-level|--http|--http-auth-user|--http-auth-password-file|--http-cert|--http-key|--http-ca|--http-request-timeout|--http-idle-timeout' ;;
                 status) value_options='--timeout|--format|--auth-user|--auth-password-file|--ca|--cert|--key' ;;
                 cleanup) value_options='' ;;
                 send) value_options='-a|--arguments|--service|--timeout|--auth-user|--auth-password-file|--ca|--cert|--key' ;;
@@ -71,8 +71,16 @@ _ctrlsock() {
                 --allow-uid) _ctrlsock_value none; return ;;
                 --allow-gid) _ctrlsock_value none; return ;;
                 --log-level) _ctrlsock_value "choice:debug info warning error"; return ;;
+                --http) _ctrlsock_value none; return ;;
+                --http-auth-user) _ctrlsock_value none; return ;;
+                --http-auth-password-file) _ctrlsock_value file; return ;;
+                --http-cert) _ctrlsock_value file; return ;;
+                --http-key) _ctrlsock_value file; return ;;
+                --http-ca) _ctrlsock_value file; return ;;
+                --http-request-timeout) _ctrlsock_value none; return ;;
+                --http-idle-timeout) _ctrlsock_value none; return ;;
             esac
-            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--config --mode --group --allow-uid --allow-gid --log-level -h --help" -- "$cur"))
+            if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "--config --mode --group --allow-uid --allow-gid --log-level --http --http-auth-user --http-auth-password-file --http-cert --http-key --http-ca --http-cert-required --no-http-cert-required --http-allow-insecure --http-request-timeout --http-idle-timeout -h --help" -- "$cur"))
             else
                 case "$positional" in
                     0) _ctrlsock_value file ;;

@@ -19,6 +19,16 @@ complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l group -x -a '(__f
 complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l allow-uid -x -d 'Accept only these peer uids (repeatable).'
 complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l allow-gid -x -d 'Accept only these peer gids (repeatable).'
 complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l log-level -x -a 'debug info warning error' -d 'How much to log on stderr.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http -x -d 'Also serve HTTP on PORT (127.0.0.1), HOST:PORT or [IPV6]:PORT (repeatable).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http-auth-user -x -d 'Require Basic authentication as USER.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http-auth-password-file -r -F -d 'A file whose first line is --http-auth-user\'s password (never a password on the command line).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http-cert -r -F -d 'Serve HTTPS with this certificate (PEM).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http-key -r -F -d 'The certificate\'s private key (PEM).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http-ca -r -F -d 'Check client certificates against this CA (PEM file or directory).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http-cert-required -l no-http-cert-required -d 'With --http-ca, refuse clients without a certificate (the default).'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http-allow-insecure -d 'Listen where other hosts can reach, without TLS or without a user.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http-request-timeout -x -d 'How long an HTTP request may take to arrive whole.'
+complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -l http-idle-timeout -x -d 'How long a kept-alive HTTP connection may wait for its next request.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -s h -l help -d 'Show this message and exit.'
 complete -c ctrlsock -n '__fish_seen_subcommand_from serve' -F
 
