@@ -71,6 +71,7 @@ __all__ = [
     "UndecodedRequest",
     "User",
     "check_basic_auth",
+    "check_response_headers",
     "error_body",
     "parse_control_url",
     "replies_from",
@@ -238,6 +239,8 @@ class ClientConnection:
     @property
     def reusable(self) -> bool:
         """Whether both sides finished the last exchange and the connection can carry another."""
+        if self._eof:
+            return False  # a body ended by the server's close, or a close after it: the connection is gone
         if self._fast is not None:
             return True
         return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
@@ -299,7 +302,7 @@ class ClientConnection:
         """Take bytes read from the server; ``b""`` means it closed the connection."""
         self._received += len(data)
         self._eof = self._eof or not data
-        if self._unseen is not None and self._fast is None and self._received == len(data):
+        if self._unseen is not None and self._fast is None and data and self._received == len(data):
             self._fast = _fast_reply(data)
             if self._fast is not None:
                 return
@@ -479,6 +482,42 @@ class User:
         return f"User(user={self.user!r}, password=<hidden>)"
 
 
+_RESPONSE_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_RESPONSE_HEADER_VALUE: Final = re.compile(r"[\x21-\x7e](?:[ \t\x21-\x7e]*[\x21-\x7e])?")
+# Headers the server writes itself or that change framing or the connection: an extra one would
+# contradict them (two lengths, a close the connection does not do).
+_RESERVED_RESPONSE_HEADERS: Final = frozenset(
+    {
+        "connection",
+        "content-length",
+        "content-type",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "www-authenticate",
+    }
+)
+
+
+def check_response_headers(headers: Iterable[tuple[str, str]]) -> None:
+    """Refuse extra response headers that are not plain fields (Kea 3's ``http-headers``).
+
+    Raises:
+        ValueError: a name that is not a token, a value with control characters (a CR LF would inject
+            headers), or a header the server writes itself or that frames the response.
+    """
+    for name, value in headers:
+        if not _RESPONSE_HEADER_NAME.fullmatch(name):
+            raise ValueError(f"response header name {name!r} is not an HTTP token")
+        if not _RESPONSE_HEADER_VALUE.fullmatch(value):
+            raise ValueError(f"response header {name} has an empty value or one with control characters")
+        if name.lower() in _RESERVED_RESPONSE_HEADERS:
+            raise ValueError(f"response header {name} is the server's own to write")
+
+
 def check_basic_auth(authorization: bytes | None, users: Sequence[User]) -> str | None:
     """The name of the user ``authorization`` (an ``Authorization`` header value) proves, else None.
 
@@ -588,6 +627,7 @@ class ServerConnection:
         self.realm = realm
         self.max_body = max_body
         self.large_body = large_body
+        check_response_headers(headers)
         self._extra_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
         self.max_header_size = max_header_size
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
@@ -598,6 +638,7 @@ class ServerConnection:
         self._fast: ControlRequest | None = None  # taken by the fast path, not yet answered
         self._fast_data = b""
         self._fast_answered = False
+        self._after_fast: list[bytes] = []  # bytes that came after it, for h11 once it has seen it
         self._fast_headers = b"".join(name + b": " + value + b"\r\n" for name, value in self._extra_headers)
 
     @property
@@ -610,7 +651,12 @@ class ServerConnection:
     @property
     def idle(self) -> bool:
         """Whether no request is under way (what an idle timeout may close without a reply)."""
-        return self._fast is None and self._conn.their_state is h11.IDLE and not self._conn.trailing_data[0]
+        return (
+            self._fast is None
+            and not self._after_fast
+            and self._conn.their_state is h11.IDLE
+            and not self._conn.trailing_data[0]
+        )
 
     @property
     def can_respond(self) -> bool:
@@ -625,10 +671,14 @@ class ServerConnection:
     @property
     def buffered(self) -> int:
         """Bytes of the request under way held so far: unparsed bytes plus the body read."""
-        return len(self._conn.trailing_data[0]) + len(self._body)
+        after = sum(len(data) for data in self._after_fast)
+        return len(self._conn.trailing_data[0]) + len(self._body) + after
 
     def receive_data(self, data: bytes) -> None:
         """Take bytes read from the client; ``b""`` means it closed its side."""
+        if self._fast is not None:
+            self._after_fast.append(data)  # h11 must see the fast request first
+            return
         if (
             data
             and self.fast_path
@@ -802,6 +852,14 @@ class ServerConnection:
         while self._conn.their_state is not h11.DONE:
             if self._conn.next_event() is h11.NEED_DATA:
                 break
+        self._release_after_fast()
+
+    def _release_after_fast(self) -> None:
+        after, self._after_fast = self._after_fast, []
+        for data in after:
+            if self._conn.their_state is h11.CLOSED:
+                break  # h11 takes nothing after the end of the stream
+            self._conn.receive_data(data)
 
     def reject(self, rejection: Rejection) -> bytes:
         """The response for a rejection, with Kea's body; the connection closes after it."""
@@ -830,5 +888,6 @@ class ServerConnection:
         """Ready the connection for the client's next request (only when :attr:`reusable`)."""
         if self._fast_answered:
             self._fast, self._fast_data, self._fast_answered = None, b"", False
-            return  # h11 never saw that exchange: it is still idle
+            self._release_after_fast()  # h11 never saw that exchange: it is still idle
+            return
         self._conn.start_next_cycle()

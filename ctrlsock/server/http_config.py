@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from ctrlsock.errors import ServerError
-from ctrlsock.http_protocol import DEFAULT_MAX_HEADER_SIZE, User
+from ctrlsock.http_protocol import DEFAULT_MAX_HEADER_SIZE, User, check_response_headers
 
 HttpUser = User
 """A Basic-authentication user of a listener: ``HttpUser("admin", password)``."""
@@ -146,6 +146,7 @@ class HttpListenerConfig:
         for name in ("request_timeout", "idle_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        check_response_headers(self.headers)
         if self.max_header_size < 1024:
             raise ValueError(f"max_header_size must be at least 1024, not {self.max_header_size}")
         names = [user.user for user in self.users]
