@@ -677,6 +677,8 @@ class ServerConnection:
     def receive_data(self, data: bytes) -> None:
         """Take bytes read from the client; ``b""`` means it closed its side."""
         if self._fast is not None:
+            if data and b"" in self._after_fast:
+                raise RuntimeError("received close, then received more data?")  # as h11 does
             self._after_fast.append(data)  # h11 must see the fast request first
             return
         if (
