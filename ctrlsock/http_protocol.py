@@ -645,7 +645,7 @@ class ServerConnection:
     def reusable(self) -> bool:
         """Whether both sides finished and the connection can carry the client's next request."""
         if self._fast_answered:
-            return b"" not in self._after_fast  # unless the client has closed its side meanwhile
+            return True  # as h11 says until it reads a close that came meanwhile (the next cycle does)
         return self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE
 
     @property
