@@ -15,7 +15,7 @@ from hypothesis import settings
 
 from tests.children.cli_support import start_child_until_ready
 from tests.kea import KeaDaemon, require_kea, start_kea
-from tests.support import LogWatch, stop_child
+from tests.support import HTTP_PASSWORD, LogWatch, make_pki, stop_child
 
 # The project's own fixture for daemon authors (ctrlsock_server_factory), loaded by module name so that it
 # works from a checkout as well as with the installed entry point of the same name.
@@ -93,3 +93,31 @@ def reply_server(sock_dir: Path) -> Iterator[Callable[[str], Path]]:
     finally:
         for child in children:
             stop_child(child)
+
+
+@pytest.fixture
+def work_dir() -> Iterator[Path]:
+    """A private temporary directory for configurations, keys and password files."""
+    path = Path(tempfile.mkdtemp(prefix="cs-h", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def password_files(work_dir: Path) -> tuple[Path, Path]:
+    """A file holding ``HTTP_PASSWORD`` and one holding a wrong password, each with a trailing newline."""
+    good = work_dir / "password"
+    good.write_text(HTTP_PASSWORD + "\n")
+    bad = work_dir / "wrong-password"
+    bad.write_text("not-the-password\n")
+    return good, bad
+
+
+@pytest.fixture
+def pki(work_dir: Path) -> dict[str, Path]:
+    """Certificates made by the ``openssl`` command line (see ``make_pki``)."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is missing (.ci/run installs it)")
+    return make_pki(work_dir / "pki")

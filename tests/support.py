@@ -230,3 +230,47 @@ with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         parts.append(data)
 sys.stdout.write(b"".join(parts).decode())
 """
+
+
+#: The Basic authentication password the HTTP tests configure (``password_files`` writes it to a file).
+HTTP_PASSWORD: Final = "kea-test-password"
+
+
+def _openssl(*args: object) -> None:
+    subprocess.run(["openssl", *(str(arg) for arg in args)], check=True, capture_output=True, timeout=30)
+
+
+def _certificate(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
+    key, request, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.pem"
+    ext = directory / f"{name}.ext"
+    ext.write_text(extensions + "\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", request, "-subj", f"/CN={name}")  # fmt: skip
+    _openssl("x509", "-req", "-in", request, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
+             "-out", cert, "-days", "2", "-extfile", ext)  # fmt: skip
+    return cert, key
+
+
+def make_pki(directory: Path) -> dict[str, Path]:
+    """With the ``openssl`` command line: a CA, a server certificate for IP 127.0.0.1, a client certificate
+    for that CA, and another CA nothing chains to. Keys: ``ca``, ``server-cert``, ``server-key``,
+    ``client-cert``, ``client-key``, ``other-ca``.
+    """
+    directory.mkdir()
+    ca_cert, ca_key = directory / "ca.pem", directory / "ca.key"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", ca_key, "-out", ca_cert, "-days", "2", "-subj", "/CN=ctrlsock test CA")  # fmt: skip
+    server = _certificate(directory, "server", (ca_cert, ca_key), "subjectAltName=IP:127.0.0.1")
+    client = _certificate(directory, "client", (ca_cert, ca_key), "extendedKeyUsage=clientAuth")
+    other_ca = directory / "other-ca.pem"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", directory / "other-ca.key", "-out", other_ca, "-days", "2",
+             "-subj", "/CN=another CA")  # fmt: skip
+    return {
+        "ca": ca_cert,
+        "server-cert": server[0],
+        "server-key": server[1],
+        "client-cert": client[0],
+        "client-key": client[1],
+        "other-ca": other_ca,
+    }
