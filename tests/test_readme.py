@@ -1,4 +1,4 @@
-"""The README's daemon quickstart is real code: run it against a real socket."""
+"""The README's Python examples are real code: run them against a real socket and a real HTTPS port."""
 
 from __future__ import annotations
 
@@ -6,15 +6,22 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ctrlsock import Reply, send_command
+import pytest
+
+from ctrlsock import AuthenticationError, Reply, send_command
+from ctrlsock.http_client import Credentials, send_command_http
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def quickstart_code() -> str:
+def python_blocks() -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 1, "the README has one Python quickstart"
-    return str(blocks[0])
+    assert len(blocks) == 2, "the README has a Python quickstart and an HTTP listener example"
+    return [str(block) for block in blocks]
+
+
+def quickstart_code() -> str:
+    return python_blocks()[0]
 
 
 def test_readme_quickstart_serves_its_command(sock_path: Path) -> None:
@@ -34,3 +41,31 @@ def test_readme_quickstart_serves_its_command(sock_path: Path) -> None:
     assert replies[2].result == 0
     assert replies[2].text == "1.2.3"
     assert not sock_path.exists()  # a clean stop removes the socket it bound
+
+
+def test_readme_http_example_serves_https_with_its_user(
+    sock_path: Path, work_dir: Path, pki: dict[str, Path]
+) -> None:
+    keys = work_dir / "keys"
+    keys.mkdir()
+    (keys / "admin-password").write_text("s3cret\n")
+    for name, source in (("cert.pem", "server-cert"), ("key.pem", "server-key"), ("ca.pem", "ca")):
+        (keys / name).write_bytes(pki[source].read_bytes())
+    code = (
+        python_blocks()[1]
+        .replace("/run/mydaemon/ctrl.sock", str(sock_path))
+        .replace('Path("/etc/mydaemon")', f"Path({str(keys)!r})")
+        .replace('host="192.0.2.1"', 'host="127.0.0.1"')
+        .replace("port=8004", "port=0")
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(code, str(README), "exec"), namespace)  # our own README, run as documentation
+    server = namespace["server"]
+    with server.running_in_thread(handle_signals=False):
+        [url] = server.http_urls
+        assert url.startswith("https://127.0.0.1:")
+        tls = {"ca": pki["ca"], "cert": pki["client-cert"], "key": pki["client-key"]}
+        replies = send_command_http(url, "version-get", auth=Credentials("admin", "s3cret"), timeout=5, **tls)
+        assert [reply.result for reply in replies] == [0]
+        with pytest.raises(AuthenticationError):
+            send_command_http(url, "version-get", auth=Credentials("admin", "wrong"), timeout=5, **tls)
