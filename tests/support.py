@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -274,3 +275,10 @@ def make_pki(directory: Path) -> dict[str, Path]:
         "client-key": client[1],
         "other-ca": other_ca,
     }
+
+
+def readme_python_blocks() -> list[str]:
+    """The README's Python examples: the daemon quickstart first, then the HTTP listener example."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO_DIR / "README.md").read_text(), flags=re.DOTALL)
+    assert len(blocks) == 2, "the README has a Python quickstart and an HTTP listener example"
+    return [str(block) for block in blocks]

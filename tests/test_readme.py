@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +9,13 @@ import pytest
 
 from ctrlsock import AuthenticationError, Reply, send_command
 from ctrlsock.http_client import Credentials, send_command_http
+from tests.support import readme_python_blocks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def python_blocks() -> list[str]:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 2, "the README has a Python quickstart and an HTTP listener example"
-    return [str(block) for block in blocks]
+    return readme_python_blocks()
 
 
 def quickstart_code() -> str:

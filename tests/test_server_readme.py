@@ -7,7 +7,6 @@ Only the socket path changes (to a temporary directory whose ``mydaemon`` direct
 from __future__ import annotations
 
 import os
-import re
 import signal
 import stat
 import subprocess
@@ -18,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.children.server_client import ask
-from tests.support import REPO_DIR, read_line, stop_child
+from tests.support import REPO_DIR, read_line, readme_python_blocks, stop_child
 
-README = REPO_DIR / "README.md"
 WAIT = 10.0
 
 PRELUDE = """\
@@ -34,9 +32,7 @@ def run_the_rest_of_my_daemon():
 
 
 def quickstart() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 1, "the README has one Python quickstart"
-    return str(blocks[0])
+    return readme_python_blocks()[0]
 
 
 def daemon_script(socket_path: Path, embedding: str) -> str:
