@@ -42,6 +42,7 @@ class Connection(Session):
     #: The HTTP status a timeout reply carries (``None``: a unix client gets Kea's text only).
     timeout_status: ClassVar[int | None] = None
     handshaking: bool = False
+    lingering: bool = False
 
     def __init__(self, max_size: int | None, max_depth: int | None, sock: socket.socket | TlsStream) -> None:
         super().__init__(max_size, max_depth)
@@ -70,7 +71,7 @@ class Connection(Session):
 class HttpConnection(Connection):
     """An HTTP(S) client: requests and replies framed by its :class:`HttpSession`, kept alive between them."""
 
-    __slots__ = ("handshaking", "http", "listener", "remote", "timeout_status")
+    __slots__ = ("handshaking", "http", "lingering", "listener", "remote", "timeout_status")
 
     def __init__(
         self,
@@ -93,6 +94,7 @@ class HttpConnection(Connection):
         self.remote = remote  # type: ignore[misc]
         self.timeout_status = REQUEST_TIMEOUT  # type: ignore[misc]
         self.handshaking = isinstance(sock, TlsStream)
+        self.lingering = False  # answered and half-closed: reading only to drop what the client still sends
 
     # --- reading: the HTTP session's, not the unix framer's --------------------------------------------
 
@@ -174,6 +176,10 @@ class TlsStream:
             return self._ssl.send(data[:_TLS_RECORD])
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise BlockingIOError from None
+
+    def shutdown(self, how: int) -> None:
+        """Half-close the TCP connection (no TLS close_notify: the connection ends here anyway)."""
+        self._ssl.shutdown(how)
 
     def getpeercert(self) -> object:
         return self._ssl.getpeercert()

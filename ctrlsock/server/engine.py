@@ -83,6 +83,10 @@ _TRIM_AFTER: Final = 4 << 20
 _UNCOUNTED_REPLY: Final = 65536
 """Replies smaller than this go out whole in the usual case and are not checked against ``max_buffered``."""
 
+_LINGER: Final = 2.0
+"""Seconds an HTTP connection answered with a close reads (and drops) what its client still sends."""
+_DRAIN_RECV: Final = 256 * 1024
+
 SHUTTING_DOWN_TEXT: Final = "Server is shutting down"
 """Result 1 with this text: a stop began before the command could run, or its grace period ended."""
 
@@ -209,6 +213,7 @@ class Engine:
         self._reading: OrderedDict[Connection, float] = OrderedDict()
         self._writing: OrderedDict[Connection, float] = OrderedDict()
         self._started: OrderedDict[Connection, float] = OrderedDict()  # whole-request deadlines
+        self._lingering: OrderedDict[Connection, float] = OrderedDict()  # HTTP closes, draining
         self._call_deadlines: dict[Connection, float] = {}
         self._queued: deque[Connection] = deque()
         self._active = 0  # user calls running (a hung one counts until it returns)
@@ -456,6 +461,9 @@ class Engine:
     def on_readable(self, conn: Connection) -> None:
         if conn.handshaking:
             self._handshake(conn)
+            return
+        if conn.lingering:
+            self._drain(conn)
             return
         self._read_ready(conn, idle_ok=False)
 
@@ -811,7 +819,10 @@ class Engine:
         """The whole reply went out: close, or (HTTP keep-alive) wait for the client's next request."""
         self._stats.served += 1
         if self._stopping or not conn.keep_alive:
-            self._close(conn)
+            if conn.listener is not None and not self._stopping:
+                self._linger(conn)
+            else:
+                self._close(conn)
             return
         assert isinstance(conn, HttpConnection)
         listener = conn.listener
@@ -835,6 +846,45 @@ class Engine:
             return
         self._arm_deadline(listener.idle, conn, listener.config.idle_timeout)
         self._wait_for_request(conn)
+
+    def _linger(self, conn: Connection) -> None:
+        """Close an HTTP connection as RFC 9112 section 9.6 asks: half-close, then read and drop what the
+        client still sends until it closes too (or ``_LINGER`` passes).
+
+        Closing with unread bytes in the socket makes the kernel send a reset, which can destroy the
+        response before the client reads it: a client in the middle of uploading a refused 100 MiB body
+        would get "connection reset" instead of its 413.
+        """
+        assert isinstance(conn, HttpConnection)
+        listener = conn.listener
+        assert listener is not None
+        listener.forget(conn)
+        self._writing.pop(conn, None)
+        self._uncount_request(conn)
+        self._release_reply(conn)
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)  # already gone
+            return
+        conn.lingering = True
+        self._arm_deadline(self._lingering, conn, _LINGER)
+        self._drain(conn)
+
+    def _drain(self, conn: Connection) -> None:
+        """Read and drop what a lingering connection's client sends; close at its end of file."""
+        while True:
+            try:
+                data = conn.sock.recv(_DRAIN_RECV, _RECV_FLAGS)
+            except BlockingIOError:
+                self._watch(conn, READ)
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close(conn)
+                return
+            self._stats.bytes_received += len(data)
 
     def _next_http_request(self, conn: HttpConnection) -> None:
         if self._conns.get(conn.fd) is not conn or conn.reply_size or conn.call is not None:
@@ -866,6 +916,7 @@ class Engine:
         self._uncount_request(conn)
         if conn.listener is not None:
             conn.listener.forget(conn)
+            self._lingering.pop(conn, None)
         del self._conns[conn.fd]
         self._stats.open -= 1
         big = conn.reply_size >= _TRIM_AFTER or conn.received >= _TRIM_AFTER
@@ -893,9 +944,8 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_timer` must run next, or None."""
-        candidates = [
-            next(iter(queue.values())) for queue in (self._reading, self._writing, self._started) if queue
-        ]
+        queues = (self._reading, self._writing, self._started, self._lingering)
+        candidates = [next(iter(queue.values())) for queue in queues if queue]
         if self._call_deadlines:
             candidates.append(min(self._call_deadlines.values()))
         for listener in self.http_listeners.values():
@@ -964,6 +1014,12 @@ class Engine:
                 )
         for listener in self.http_listeners.values():
             self._expire_http(listener, now)
+        lingering = self._lingering
+        while lingering:
+            conn, deadline = next(iter(lingering.items()))
+            if deadline > now:
+                break
+            self._close(conn)  # the client kept sending (or never closed): enough
         if self._call_deadlines:
             for conn, deadline in list(self._call_deadlines.items()):
                 if deadline <= now:
@@ -1085,6 +1141,9 @@ class Engine:
         reply = _shutting_down_reply()
         for conn in list(self._conns.values()):
             if self._conns.get(conn.fd) is not conn:
+                continue
+            if conn.lingering:
+                self._close(conn)  # answered already
                 continue
             if conn.reply_size:
                 self._drop(conn, "the server is stopping and the grace period ended")
