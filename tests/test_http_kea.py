@@ -8,9 +8,6 @@ command line: a CA, a server certificate for IP 127.0.0.1, and a client certific
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,31 +19,13 @@ from ctrlsock.http_client import HttpControlClient, send_command_http
 from ctrlsock.http_protocol import Credentials
 from tests.children.cli_support import run_cli
 from tests.kea import CtrlAgent, KeaDaemon, start_ctrl_agent
+from tests.support import HTTP_PASSWORD as PASSWORD
 
 pytestmark = pytest.mark.kea
 
-PASSWORD = "kea-test-password"
 REALM = "ctrlsock-test"
 AUTH = {"type": "basic", "realm": REALM, "clients": [{"user": "admin", "password": PASSWORD}]}
 TIMEOUT = "5"
-
-
-@pytest.fixture
-def work_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cs-h", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def password_files(work_dir: Path) -> tuple[Path, Path]:
-    good = work_dir / "password"
-    good.write_text(PASSWORD + "\n")
-    bad = work_dir / "wrong-password"
-    bad.write_text("not-the-password\n")
-    return good, bad
 
 
 @pytest.fixture
@@ -226,46 +205,6 @@ def test_bench_with_a_wrong_password_stops_before_the_run(
 
 
 # --- TLS --------------------------------------------------------------------------------------------
-
-
-def _openssl(*args: object) -> None:
-    subprocess.run(["openssl", *(str(arg) for arg in args)], check=True, capture_output=True, timeout=30)
-
-
-def _certificate(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
-    key, request, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.pem"
-    ext = directory / f"{name}.ext"
-    ext.write_text(extensions + "\n")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", key, "-out", request, "-subj", f"/CN={name}")  # fmt: skip
-    _openssl("x509", "-req", "-in", request, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-             "-out", cert, "-days", "2", "-extfile", ext)  # fmt: skip
-    return cert, key
-
-
-@pytest.fixture
-def pki(work_dir: Path) -> dict[str, Path]:
-    if shutil.which("openssl") is None:
-        pytest.fail("the openssl command is missing (.ci/run installs it)")
-    directory = work_dir / "pki"
-    directory.mkdir()
-    ca_cert, ca_key = directory / "ca.pem", directory / "ca.key"
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", ca_key, "-out", ca_cert, "-days", "2", "-subj", "/CN=ctrlsock test CA")  # fmt: skip
-    server = _certificate(directory, "server", (ca_cert, ca_key), "subjectAltName=IP:127.0.0.1")
-    client = _certificate(directory, "client", (ca_cert, ca_key), "extendedKeyUsage=clientAuth")
-    other_ca = directory / "other-ca.pem"
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", directory / "other-ca.key", "-out", other_ca, "-days", "2",
-             "-subj", "/CN=another CA")  # fmt: skip
-    return {
-        "ca": ca_cert,
-        "server-cert": server[0],
-        "server-key": server[1],
-        "client-cert": client[0],
-        "client-key": client[1],
-        "other-ca": other_ca,
-    }
 
 
 @pytest.fixture
