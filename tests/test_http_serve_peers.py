@@ -21,6 +21,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,13 +40,53 @@ SERVING = re.compile(r"serving (https?)://127\.0\.0\.1:(\d+)/ for (\S+)")
 CONFIG: Final = {"Dhcp4": {"valid-lifetime": 4000, "subnet4": [{"id": 1, "subnet": "192.0.2.0/24"}]}}
 
 
-class HttpServer:
-    """``http_serve.py SOCKET OPTIONS...`` in a child; its stderr lines are collected as they come."""
+class Backend(StrEnum):
+    """What runs the server: the library in a child script, or the ``ctrlsock serve --http`` command line."""
 
-    def __init__(self, socket_path: Path, *options: object) -> None:
+    LIBRARY = "library"
+    CLI = "cli"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listener's settings, spelled by :func:`_command` for either backend."""
+
+    password_file: Path | None = None
+    config: Path | None = None
+    pki: dict[str, Path] | None = None
+    request_timeout: float | None = None
+
+
+def _command(backend: Backend, socket_path: Path, listener: Listener) -> list[str]:
+    library = backend is Backend.LIBRARY
+    if library:
+        command = [sys.executable, str(CHILDREN_DIR / "http_serve.py"), str(socket_path)]
+    else:
+        command = [sys.executable, "-m", "ctrlsock", "serve", str(socket_path), "--http", "127.0.0.1:0"]
+    if listener.password_file is not None:
+        command += ["--user" if library else "--http-auth-user", USER]
+        command += [
+            "--password-file" if library else "--http-auth-password-file",
+            str(listener.password_file),
+        ]
+    if listener.config is not None:
+        command += ["--config", str(listener.config)]
+    if listener.pki is not None:
+        for option, key in (("cert", "server-cert"), ("key", "server-key"), ("ca", "ca")):
+            command += [f"--{option}" if library else f"--http-{option}", str(listener.pki[key])]
+    if listener.request_timeout is not None:
+        timeout = str(listener.request_timeout)
+        command += ["--request-timeout" if library else "--http-request-timeout", timeout]
+    return command
+
+
+class HttpServer:
+    """A server with one HTTP(S) listener in a child; its stderr lines are collected as they come."""
+
+    def __init__(self, backend: Backend, socket_path: Path, listener: Listener) -> None:
         self.socket_path = socket_path
         self.process = subprocess.Popen(
-            [sys.executable, str(CHILDREN_DIR / "http_serve.py"), str(socket_path), *map(str, options)],
+            _command(backend, socket_path, listener),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -101,12 +143,18 @@ class HttpServer:
 
 
 @pytest.fixture
-def http_server(sock_dir: Path) -> Iterator[Callable[..., HttpServer]]:
-    """Start an HTTP server child with options on demand; all are killed and reaped at the end."""
+def backend() -> Backend:
+    """The library by default; tests parametrized over ``backend`` also run ``ctrlsock serve --http``."""
+    return Backend.LIBRARY
+
+
+@pytest.fixture
+def http_server(sock_dir: Path, backend: Backend) -> Iterator[Callable[..., HttpServer]]:
+    """Start a server with a listener on demand; all are killed and reaped at the end."""
     servers: list[HttpServer] = []
 
-    def start(*options: object) -> HttpServer:
-        server = HttpServer(sock_dir / f"h{len(servers)}.sock", *options)
+    def start(listener: Listener) -> HttpServer:
+        server = HttpServer(backend, sock_dir / f"h{len(servers)}.sock", listener)
         servers.append(server)
         return server
 
@@ -128,7 +176,11 @@ def config_file(work_dir: Path) -> Path:
 def auth_server(
     http_server: Callable[..., HttpServer], password_files: tuple[Path, Path], config_file: Path
 ) -> HttpServer:
-    return http_server("--user", USER, "--password-file", password_files[0], "--config", config_file)
+    return http_server(Listener(password_file=password_files[0], config=config_file))
+
+
+#: Runs a test against the library child and against ``ctrlsock serve SOCKET --http 127.0.0.1:0``.
+BOTH_BACKENDS: Final = pytest.mark.parametrize("backend", list(Backend))
 
 
 def _tool(name: str) -> str:
@@ -174,6 +226,7 @@ def _kea_body(status: int, phrase: str) -> dict[str, Any]:
 # --- kea-shell 2.2, no control agent ---------------------------------------------------------------
 
 
+@BOTH_BACKENDS
 def test_kea_shell_list_commands_gets_the_list_wrapped_reply(auth_server: HttpServer) -> None:
     done = _kea_shell(auth_server, "--auth-user", USER, "--auth-password", HTTP_PASSWORD, "list-commands")
     assert done.returncode == 0, (done.stdout, done.stderr)
@@ -182,6 +235,7 @@ def test_kea_shell_list_commands_gets_the_list_wrapped_reply(auth_server: HttpSe
     assert {"config-get", "list-commands", "status-get", "version-get"} <= set(reply["arguments"])
 
 
+@BOTH_BACKENDS
 def test_kea_shell_config_get_gets_the_config_file(auth_server: HttpServer) -> None:
     done = _kea_shell(auth_server, "--auth-user", USER, "--auth-password", HTTP_PASSWORD, "config-get")
     assert done.returncode == 0, (done.stdout, done.stderr)
@@ -200,6 +254,7 @@ def test_kea_shell_with_arguments_on_stdin_and_a_service(auth_server: HttpServer
     assert reply["result"] == 0, reply
 
 
+@BOTH_BACKENDS
 def test_kea_shell_with_a_wrong_password_gets_401_and_says_so(auth_server: HttpServer) -> None:
     done = _kea_shell(
         auth_server, "--auth-user", USER, "--auth-password", "not-the-password", "list-commands"
@@ -216,11 +271,10 @@ def test_kea_shell_without_credentials_gets_401(auth_server: HttpServer) -> None
 
 @pytest.fixture
 def tls_server(http_server: Callable[..., HttpServer], pki: dict[str, Path], config_file: Path) -> HttpServer:
-    return http_server(
-        "--cert", pki["server-cert"], "--key", pki["server-key"], "--ca", pki["ca"], "--config", config_file
-    )
+    return http_server(Listener(config=config_file, pki=pki))
 
 
+@BOTH_BACKENDS
 def test_kea_shell_over_tls_with_ca_cert_and_key(tls_server: HttpServer, pki: dict[str, Path]) -> None:
     assert tls_server.scheme == "https"
     done = _kea_shell(
@@ -230,6 +284,7 @@ def test_kea_shell_over_tls_with_ca_cert_and_key(tls_server: HttpServer, pki: di
     assert json.loads(done.stdout) == [{"result": 0, "arguments": CONFIG}]
 
 
+@BOTH_BACKENDS
 def test_a_tls_client_without_a_certificate_is_refused_and_the_server_keeps_serving(
     tls_server: HttpServer, pki: dict[str, Path]
 ) -> None:
@@ -345,10 +400,11 @@ def test_a_100_mib_body_gets_413_before_it_is_uploaded(
     _assert_still_serving(auth_server)
 
 
+@BOTH_BACKENDS
 def test_slowloris_headers_get_408_and_close_while_others_are_served(
     http_server: Callable[..., HttpServer], password_files: tuple[Path, Path]
 ) -> None:
-    server = http_server("--user", USER, "--password-file", password_files[0], "--request-timeout", "1.0")
+    server = http_server(Listener(password_file=password_files[0], request_timeout=1.0))
     idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # connected, silent, on the unix socket
     idle.connect(str(server.socket_path))
     head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 200
@@ -383,6 +439,7 @@ def test_slowloris_headers_get_408_and_close_while_others_are_served(
 # --- keep-alive and ctrlsock's own client ---------------------------------------------------------
 
 
+@BOTH_BACKENDS
 def test_curl_sends_two_requests_on_one_connection(auth_server: HttpServer) -> None:
     done = _curl(
         "-u", f"{USER}:{HTTP_PASSWORD}", *JSON_HEADER, "--data-binary", '{"command": "list-commands"}',
@@ -407,6 +464,7 @@ def test_our_client_keeps_one_connection_for_several_commands(auth_server: HttpS
     assert len(ports) == 1
 
 
+@BOTH_BACKENDS
 def test_ctrlsock_send_to_the_url(auth_server: HttpServer, password_files: tuple[Path, Path]) -> None:
     done = run_cli(
         "send", auth_server.url, "list-commands", "--auth-user", USER, "--auth-password-file",
@@ -426,7 +484,7 @@ def test_ctrlsock_send_to_the_url(auth_server: HttpServer, password_files: tuple
 
 
 def test_ctrlsock_send_without_auth_to_a_server_without_users(http_server: Callable[..., HttpServer]) -> None:
-    server = http_server()
+    server = http_server(Listener())
     done = run_cli("send", server.url, "version-get", "--timeout", "5")
     assert done.returncode == 0, (done.stderr, server.log())
     assert json.loads(done.stdout)["text"] == "1.2.3"
