@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import pytest
 
+import ctrlsock
 from ctrlsock.client import send_command
 from ctrlsock.http_client import HttpControlClient
 from ctrlsock.http_protocol import Credentials
@@ -85,6 +86,8 @@ class HttpServer:
 
     def __init__(self, backend: Backend, socket_path: Path, listener: Listener) -> None:
         self.socket_path = socket_path
+        # What version-get answers: the child script's own version, or ctrlsock's for ctrlsock serve.
+        self.version = "1.2.3" if backend is Backend.LIBRARY else ctrlsock.__version__
         self.process = subprocess.Popen(
             _command(backend, socket_path, listener),
             stdin=subprocess.DEVNULL,
@@ -215,7 +218,7 @@ def _assert_still_serving(server: HttpServer) -> None:
     )  # fmt: skip
     assert done.returncode == 0, (done.stderr, server.log())
     [reply] = json.loads(done.stdout)
-    assert (reply["result"], reply["text"]) == (0, "1.2.3")
+    assert (reply["result"], reply["text"]) == (0, server.version)
     assert server.process.poll() is None
 
 
@@ -301,7 +304,7 @@ def test_a_tls_client_without_a_certificate_is_refused_and_the_server_keeps_serv
         tls_server, "--ca", pki["ca"], "--cert", pki["client-cert"], "--key", pki["client-key"], "version-get"
     )
     assert again.returncode == 0, (again.stdout, tls_server.log())
-    assert json.loads(again.stdout)[0]["text"] == "1.2.3"
+    assert json.loads(again.stdout)[0]["text"] == tls_server.version
 
 
 def test_a_tls_client_with_a_certificate_from_another_ca_is_refused(
@@ -419,9 +422,9 @@ def test_slowloris_headers_get_408_and_close_while_others_are_served(
                 slow.sendall(bytes([byte]))
                 if index == 4:
                     # Mid-trickle: the unix socket and another HTTP client are answered at once.
-                    assert send_command(server.socket_path, "version-get", timeout=5.0).text == "1.2.3"
+                    assert send_command(server.socket_path, "version-get", timeout=5.0).text == server.version
                     with HttpControlClient(server.url, auth=Credentials(USER, HTTP_PASSWORD), timeout=5) as c:
-                        assert c.send_command("version-get")[0].text == "1.2.3"
+                        assert c.send_command("version-get")[0].text == server.version
                     answered_meanwhile = not selector.select(0)
             else:
                 pytest.fail(f"no answer after the whole head was trickled: {server.log()}")
@@ -487,4 +490,4 @@ def test_ctrlsock_send_without_auth_to_a_server_without_users(http_server: Calla
     server = http_server(Listener())
     done = run_cli("send", server.url, "version-get", "--timeout", "5")
     assert done.returncode == 0, (done.stderr, server.log())
-    assert json.loads(done.stdout)["text"] == "1.2.3"
+    assert json.loads(done.stdout)["text"] == server.version
