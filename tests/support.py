@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Self
+
+import pytest
 
 REPO_DIR: Final = Path(__file__).resolve().parents[1]
 CHILDREN_DIR: Final = REPO_DIR / "tests" / "children"
@@ -282,3 +285,15 @@ def readme_python_blocks() -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", (REPO_DIR / "README.md").read_text(), flags=re.DOTALL)
     assert len(blocks) == 2, "the README has a Python quickstart and an HTTP listener example"
     return [str(block) for block in blocks]
+
+
+def require_tool(name: str) -> str:
+    """The path of the command ``name``; skipped without it, except in CI (``CTRLSOCK_REQUIRE_KEA=1``), which
+    installs kea-shell (with kea-ctrl-agent) and curl and where a missing one is a failure.
+    """
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CTRLSOCK_REQUIRE_KEA"):
+            pytest.fail(f"{name} is not installed but CTRLSOCK_REQUIRE_KEA is set")
+        pytest.skip(f"{name} is not installed")
+    return path

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -30,6 +28,7 @@ from ctrlsock.http_protocol import (
     User,
 )
 from ctrlsock.protocol import Reply
+from tests.support import require_tool
 
 PASSWORD = "peer-password"
 
@@ -96,18 +95,9 @@ def server() -> Iterator[LoopServer]:
         loop.close()
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CTRLSOCK_REQUIRE_KEA"):  # CI installs kea-shell (with kea-ctrl-agent) and curl
-            pytest.fail(f"{name} is not installed but CTRLSOCK_REQUIRE_KEA is set")
-        pytest.skip(f"{name} is not installed")
-    return path
-
-
 def test_kea_shell_gets_the_list_wrapped_reply(server: LoopServer) -> None:
     done = subprocess.run(
-        [_tool("kea-shell"), "--host", "127.0.0.1", "--port", str(server.port), "--auth-user", "admin",
+        [require_tool("kea-shell"), "--host", "127.0.0.1", "--port", str(server.port), "--auth-user", "admin",
          "--auth-password", PASSWORD, "--service", "dhcp4", "--timeout", "5", "version-get"],
         input="", capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
@@ -119,7 +109,7 @@ def test_kea_shell_gets_the_list_wrapped_reply(server: LoopServer) -> None:
 
 def test_kea_shell_with_a_wrong_password_gets_401(server: LoopServer) -> None:
     done = subprocess.run(
-        [_tool("kea-shell"), "--host", "127.0.0.1", "--port", str(server.port), "--auth-user", "admin",
+        [require_tool("kea-shell"), "--host", "127.0.0.1", "--port", str(server.port), "--auth-user", "admin",
          "--auth-password", "wrong", "--timeout", "5", "version-get"],
         input="", capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
@@ -142,7 +132,7 @@ def test_curl_with_bad_input_gets_the_right_status_and_a_kea_body(
     server: LoopServer, args: list[str], status: int
 ) -> None:
     done = subprocess.run(
-        [_tool("curl"), "-s", "-u", f"admin:{PASSWORD}", "-H", "Content-Type: application/json", *args,
+        [require_tool("curl"), "-s", "-u", f"admin:{PASSWORD}", "-H", "Content-Type: application/json", *args,
          "-w", "\n%{http_code}", f"http://127.0.0.1:{server.port}/"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
@@ -154,7 +144,7 @@ def test_curl_with_bad_input_gets_the_right_status_and_a_kea_body(
 
 def test_curl_with_bad_credentials_gets_401_and_the_realm(server: LoopServer) -> None:
     done = subprocess.run(
-        [_tool("curl"), "-s", "-i", "-u", "admin:nope", "-H", "Content-Type: application/json",
+        [require_tool("curl"), "-s", "-i", "-u", "admin:nope", "-H", "Content-Type: application/json",
          "--data-binary", '{"command": "x"}', f"http://127.0.0.1:{server.port}/"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip

@@ -12,10 +12,8 @@ good request answered afterwards by the same server.
 from __future__ import annotations
 
 import json
-import os
 import re
 import selectors
-import shutil
 import socket
 import subprocess
 import sys
@@ -33,7 +31,7 @@ from ctrlsock.client import send_command
 from ctrlsock.http_client import HttpControlClient
 from ctrlsock.http_protocol import Credentials
 from tests.children.cli_support import cli_env, run_cli
-from tests.support import CHILDREN_DIR, HTTP_PASSWORD, REPO_DIR, stop_child
+from tests.support import CHILDREN_DIR, HTTP_PASSWORD, REPO_DIR, require_tool, stop_child
 
 USER: Final = "admin"
 MiB: Final = 1024 * 1024
@@ -186,18 +184,9 @@ def auth_server(
 BOTH_BACKENDS: Final = pytest.mark.parametrize("backend", list(Backend))
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CTRLSOCK_REQUIRE_KEA"):  # CI installs kea-shell (with kea-ctrl-agent) and curl
-            pytest.fail(f"{name} is not installed but CTRLSOCK_REQUIRE_KEA is set")
-        pytest.skip(f"{name} is not installed")
-    return path
-
-
 def _kea_shell(server: HttpServer, *args: object, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [_tool("kea-shell"), "--host", "127.0.0.1", "--port", str(server.port), "--timeout", "5",
+        [require_tool("kea-shell"), "--host", "127.0.0.1", "--port", str(server.port), "--timeout", "5",
          *map(str, args)],
         input=stdin, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
@@ -205,7 +194,7 @@ def _kea_shell(server: HttpServer, *args: object, stdin: str = "") -> subprocess
 
 def _curl(*args: object, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [_tool("curl"), "-s", "--max-time", "20", *map(str, args)],
+        [require_tool("curl"), "-s", "--max-time", "20", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
