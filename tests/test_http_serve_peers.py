@@ -11,6 +11,7 @@ good request answered afterwards by the same server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import selectors
@@ -389,6 +390,34 @@ def test_a_100_mib_body_gets_413_before_it_is_uploaded(
     assert int(code) == 413, (done.returncode, done.stdout, auth_server.log())
     assert json.loads(body) == _kea_body(413, "Request Entity Too Large")
     assert int(uploaded) < 8 * MiB  # socket buffers at most: the server refused from the headers
+    _assert_still_serving(auth_server)
+
+
+def test_a_refused_upload_is_drained_so_the_client_reads_its_413(auth_server: HttpServer) -> None:
+    # A client that sends its body without waiting for "100 Continue" still has bytes in flight when the
+    # 413 goes out. Closing a socket with unread input makes the kernel send a reset, which can destroy the
+    # 413 before the client reads it (curl then says "Failed sending data to the peer", no status at all).
+    # RFC 9112 section 9.6: half-close and keep reading until the client closes, then close.
+    head = (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAuthorization: "
+        + Credentials(USER, HTTP_PASSWORD).authorization()
+        + b"\r\nContent-Length: %d\r\n\r\n" % (100 * MiB)
+    )
+    expected = b'{"result": 413, "text": "Request Entity Too Large"}'
+    with socket.create_connection(("127.0.0.1", auth_server.port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # a server that resets the connection stops the upload here
+            sock.sendall(head + bytes(MiB))
+        response = b""
+        try:
+            while not response.endswith(expected) and (chunk := sock.recv(65536)):
+                response += chunk
+            sock.shutdown(socket.SHUT_WR)  # done: the server may close now
+            end = sock.recv(65536)
+        except ConnectionResetError:
+            pytest.fail(f"the server reset the connection; read before the reset: {response!r}")
+    assert response.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n"), response
+    assert response.endswith(b"\r\n\r\n" + expected)
+    assert end == b""
     _assert_still_serving(auth_server)
 
 
