@@ -5,7 +5,7 @@ No kea-ctrl-agent anywhere: kea-shell talks straight to the server, as it talks 
 (``tests/children/http_serve.py``, a ``ControlServer`` with one ``HttpListenerConfig`` on 127.0.0.1 port 0);
 its ``serving http://HOST:PORT/ for SOCKET`` log line on stderr is the readiness signal and tells the port.
 The tests marked ``BOTH_BACKENDS`` also run against ``ctrlsock serve SOCKET --http 127.0.0.1:0``, the same
-way, where the checkout's CLI has ``--http``.
+way.
 
 Every refusal is checked three ways: the status code, Kea's bare ``{"result": N, "text": "..."}`` body, and a
 good request answered afterwards by the same server.
@@ -14,7 +14,6 @@ good request answered afterwards by the same server.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import re
 import selectors
@@ -147,11 +146,6 @@ class HttpServer:
         self._reader.join(timeout=10)
 
 
-@functools.cache
-def _serve_has_http() -> bool:
-    return "--http" in run_cli("serve", "--help").stdout
-
-
 @pytest.fixture
 def backend() -> Backend:
     """The library by default; tests parametrized over ``backend`` also run ``ctrlsock serve --http``."""
@@ -161,8 +155,6 @@ def backend() -> Backend:
 @pytest.fixture
 def http_server(sock_dir: Path, backend: Backend) -> Iterator[Callable[..., HttpServer]]:
     """Start a server with a listener on demand; all are killed and reaped at the end."""
-    if backend is Backend.CLI and not _serve_has_http():
-        pytest.skip("this checkout's ctrlsock serve has no --http option yet")
     servers: list[HttpServer] = []
 
     def start(listener: Listener) -> HttpServer:
