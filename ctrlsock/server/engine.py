@@ -41,8 +41,8 @@ import ssl
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
-from typing import Final, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, Protocol
 
 from ctrlsock.protocol import Reply, Request, Result, encode_reply
 
@@ -227,6 +227,7 @@ class Engine:
         self._accepting = True
         self._accept_paused_until = 0.0
         self._accept_starved = False
+        self._more_waiting = False  # set by _accepted: its last batch was full
         self._stopping = False
         self._grace_end: float | None = None
         self._done = False
@@ -287,27 +288,12 @@ class Engine:
         # The hot path of connection-per-command clients: accept, recv, dispatch, send, close, with no
         # Connection object, no registration and no timer when the request is already there and the reply
         # fits the socket buffer (measured: the usual case, even with 8 clients on 2 cores).
-        # listener._accept() is accept4(SOCK_CLOEXEC) without socket.accept()'s wrapper, whose
-        # family/type enum conversions cost as much as the syscall.
-        accept = self._listener._accept  # type: ignore[attr-defined]  # the C method socket.accept() wraps
         stats = self._stats
         dispatch = self._dispatch
         max_depth = self._max_depth
         new_socket = socket.socket
-        for _ in range(_MAX_ACCEPTS):
-            if not drain and (not self._accepting or self.stop_pending):
-                return False
-            try:
-                fd, _address = accept()
-            except BlockingIOError:
-                return False
-            except OSError as error:
-                if self._accept_failed(error):
-                    continue
-                return False
+        for fd, _address in self._accepted(self._listener, drain=drain):
             sock = new_socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
-            stats.accepted += 1
-            self._accept_starved = False
             try:
                 data = sock.recv(_FIRST_RECV, _RECV_FLAGS)
             except BlockingIOError:
@@ -348,28 +334,41 @@ class Engine:
                 sock.close()
             else:
                 self._send_reply(self._adopt(sock), reply, already=max(sent, 0))
-        return True
+        return self._more_waiting
+
+    def _accepted(self, listener: socket.socket, *, drain: bool) -> Iterator[tuple[int, Any]]:
+        """``accept()`` up to a batch on ``listener``, yielding each new descriptor and peer address.
+
+        The stop, accept errors and pauses are handled here; afterwards ``_more_waiting`` says whether
+        the batch was full (more clients may be waiting).
+        """
+        # listener._accept() is accept4(SOCK_CLOEXEC) without socket.accept()'s wrapper, whose
+        # family/type enum conversions cost as much as the syscall.
+        accept = listener._accept  # type: ignore[attr-defined]  # the C method socket.accept() wraps
+        self._more_waiting = False
+        for _ in range(_MAX_ACCEPTS):
+            if not drain and (not self._accepting or self.stop_pending):
+                return
+            try:
+                fd, address = accept()
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if self._accept_failed(error):
+                    continue
+                return
+            self._stats.accepted += 1
+            self._accept_starved = False
+            yield fd, address
+        self._more_waiting = True
 
     def on_acceptable_http(self, listener: HttpListener) -> None:
         self._accept_http(listener, drain=False)
 
     def _accept_http(self, listener: HttpListener, *, drain: bool) -> bool:
         """Accept HTTP(S) clients and start reading (or the TLS handshake); True when more may wait."""
-        accept = listener.sock._accept  # type: ignore[attr-defined]  # as for the unix listener
-        for _ in range(_MAX_ACCEPTS):
-            if not drain and (not self._accepting or self.stop_pending):
-                return False
-            try:
-                fd, address = accept()
-            except BlockingIOError:
-                return False
-            except OSError as error:
-                if self._accept_failed(error):
-                    continue
-                return False
+        for fd, address in self._accepted(listener.sock, drain=drain):
             sock = socket.socket(listener.family, socket.SOCK_STREAM, 0, fd)
-            self._stats.accepted += 1
-            self._accept_starved = False
             stream: socket.socket | TlsStream = sock
             try:
                 # A reply is one write; Nagle would hold its tail back until the client's delayed ACK.
@@ -393,7 +392,7 @@ class Engine:
                 self._handshake(conn)
             else:
                 self._read_ready(conn, idle_ok=False)
-        return True
+        return self._more_waiting
 
     def _handshake(self, conn: Connection) -> None:
         """One step of a TLS handshake; then read the request as on any connection."""
