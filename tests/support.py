@@ -288,12 +288,13 @@ def readme_python_blocks() -> list[str]:
 
 
 def require_tool(name: str) -> str:
-    """The path of the command ``name``; skipped without it, except in CI (``CTRLSOCK_REQUIRE_KEA=1``), which
-    installs kea-shell (with kea-ctrl-agent) and curl and where a missing one is a failure.
+    """The path of the command ``name``; skipped without it, except in CI (``CI`` or
+    ``CTRLSOCK_REQUIRE_KEA`` set), whose ``.ci/run`` installs every tool the tests use: there a missing one
+    is a failure.
     """
     path = shutil.which(name)
     if path is None:
-        if os.environ.get("CTRLSOCK_REQUIRE_KEA"):
-            pytest.fail(f"{name} is not installed but CTRLSOCK_REQUIRE_KEA is set")
+        if os.environ.get("CTRLSOCK_REQUIRE_KEA") or os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed; .ci/run must install it")
         pytest.skip(f"{name} is not installed")
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import socket
@@ -25,20 +24,13 @@ from typing import Any
 
 import pytest
 
+from tests.support import require_tool
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGING = REPO / "packaging"
 SCRIPTS = REPO / "packaging" / "scripts"
 TIMEOUT = 60.0
 CLEAN_PATH = "/usr/bin:/bin"
-
-
-def _require(tool: str) -> str:
-    found = shutil.which(tool)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is not installed; .ci/run must install it")
-        pytest.skip(f"{tool} is not installed")
-    return found
 
 
 def _run(*command: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -115,14 +107,14 @@ def test_socket_unit_listens_where_the_service_serves() -> None:
 
 
 def test_units_pass_systemd_analyze_verify_and_security_review() -> None:
-    _require("systemd-analyze")
+    require_tool("systemd-analyze")
     result = _run("sh", SCRIPTS / "verify-units.sh")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAILED" not in result.stderr
 
 
 def test_verify_units_fails_on_a_typo_systemd_only_warns_about(tmp_path: Path) -> None:
-    _require("systemd-analyze")
+    require_tool("systemd-analyze")
     broken = tmp_path / "packaging"
     shutil.copytree(PACKAGING, broken)
     service = broken / "systemd" / "ctrlsock@.service"
@@ -136,8 +128,8 @@ def test_verify_units_fails_on_a_typo_systemd_only_warns_about(tmp_path: Path) -
 
 
 def test_tmpfiles_creates_socket_directory_0750_for_the_daemon_user(tmp_path: Path) -> None:
-    _require("systemd-sysusers")
-    _require("systemd-tmpfiles")
+    require_tool("systemd-sysusers")
+    require_tool("systemd-tmpfiles")
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     users = _run("systemd-sysusers", f"--root={root}", PACKAGING / "sysusers.d" / "ctrlsock.conf")
@@ -223,7 +215,7 @@ def test_every_option_of_every_command_is_documented_and_completed() -> None:
 
 
 def test_man_page_renders_without_warnings() -> None:
-    _require("groff")
+    require_tool("groff")
     result = _run("groff", "-man", "-ww", "-z", PACKAGING / "man" / "ctrlsock.1")
     assert (result.returncode, result.stderr) == (0, "")
     text = _run("groff", "-man", "-Tutf8", "-P-c", PACKAGING / "man" / "ctrlsock.1").stdout
@@ -247,7 +239,7 @@ def _bash_complete(directory: Path, *words: str) -> list[str]:
         "_ctrlsock\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
-    result = _run(_require("bash"), "-c", script, "bash", *words, cwd=directory)
+    result = _run(require_tool("bash"), "-c", script, "bash", *words, cwd=directory)
     assert result.returncode == 0, result.stderr
     return sorted(line for line in result.stdout.splitlines() if line)
 
@@ -290,7 +282,7 @@ def test_bash_completion(completion_dir: Path, words: tuple[str, ...], expected:
 
 
 def test_fish_completion(completion_dir: Path) -> None:
-    fish = _require("fish")
+    fish = require_tool("fish")
     script = (
         f"source {PACKAGING / 'completions' / 'ctrlsock.fish'}\n"
         "for line in $argv; complete -C$line; echo '@@@'; end\n"
@@ -352,14 +344,14 @@ zpty -d z
     ],
 )
 def test_zsh_completion(completion_dir: Path, line: str, expected: list[str]) -> None:
-    zsh = _require("zsh")
+    zsh = require_tool("zsh")
     result = _run(zsh, "-f", "-c", ZSH_CAPTURE, "zsh", PACKAGING / "completions", line, cwd=completion_dir)
     assert result.returncode == 0, result.stderr
     assert sorted({hit.strip() for hit in result.stdout.splitlines() if hit.strip()}) == expected
 
 
 def test_zsh_completion_parses() -> None:
-    zsh = _require("zsh")
+    zsh = require_tool("zsh")
     result = _run(zsh, "--no-rcs", "-n", PACKAGING / "completions" / "_ctrlsock")
     assert (result.returncode, result.stderr) == (0, "")
     assert (PACKAGING / "completions" / "_ctrlsock").read_text().startswith("#compdef ctrlsock\n")
