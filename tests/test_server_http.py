@@ -197,6 +197,19 @@ def test_a_client_that_never_reads_a_large_reply_is_dropped_while_others_are_ser
             assert http.send_command("echo", 1)[0].arguments == {"echo": 1}
 
 
+def test_a_reply_over_max_buffered_is_replaced_by_a_framed_refusal(serve: Serve) -> None:
+    """The limit is decided before the response is framed: the client gets a well-formed 200 whose one
+    reply says why, and its connection carries the next command."""
+    server = serve(ServerConfig(max_buffered=1 * MIB, stop_grace=1.0))
+    with client(server) as http:
+        (refused,) = http.send_command("blob", {"size": 2 * MIB})
+        assert refused.result == 1
+        assert "max_buffered" in refused.text
+        (small,) = http.send_command("blob", {"size": 100})
+        assert small.arguments == {"blob": "x" * 100}
+    assert server.stats.refused == 1
+
+
 def test_a_client_trickling_its_headers_gets_408_and_is_closed(serve: Serve) -> None:
     server = serve(http=HttpListenerConfig(port=0, request_timeout=0.5))
     with tcp(server) as sock:

@@ -86,6 +86,8 @@ _UNCOUNTED_REPLY: Final = 65536
 _LINGER: Final = 2.0
 """Seconds an HTTP connection answered with a close reads (and drops) what its client still sends."""
 _DRAIN_RECV: Final = 256 * 1024
+_HTTP_HEAD_ROOM: Final = 4096
+"""Bytes an HTTP response adds to a reply (status line, headers, the list's brackets), at most."""
 
 SHUTTING_DOWN_TEXT: Final = "Server is shutting down"
 """Result 1 with this text: a stop began before the command could run, or its grace period ended."""
@@ -714,14 +716,20 @@ class Engine:
         self._reading.pop(conn, None)
         self._uncount_request(conn)
         if conn.listener is not None:
+            # Over the limit is decided on the reply, before framing: a framed response cannot be
+            # replaced once h11 has written its head.
+            if len(reply) >= _UNCOUNTED_REPLY and not self._fits(len(reply) + _HTTP_HEAD_ROOM):
+                reply = self._over_limit_reply(len(reply))
             reply = conn.frame(reply, status, closing=self._stopping)
             if not reply:
                 self._close(conn)  # nothing HTTP can say to a client that has not asked yet
                 return
+            if len(reply) >= _UNCOUNTED_REPLY:
+                self._hold_reply(reply, force=True)
+        elif len(reply) >= _UNCOUNTED_REPLY and not self._hold_reply(reply):
+            reply = self._over_limit_reply(len(reply))  # decided before a byte is sent: a whole reply
         if len(reply) >= _TRIM_AFTER or conn.received >= _TRIM_AFTER:
             _trim_memory()  # the encoder's (or the request's) transient copies were just freed
-        if len(reply) >= _UNCOUNTED_REPLY and not self._hold_reply(reply):
-            reply = self._over_limit_reply(len(reply))  # decided before a byte is sent: a whole reply
         conn.start_reply(reply)  # counted until the connection closes (see _release_reply)
         sent = already
         if not already:
@@ -741,15 +749,20 @@ class Engine:
         conn.events = WRITE
         self._arm_write(conn)
 
-    def _hold_reply(self, reply: bytes) -> bool:
-        """Count a reply kept for a slow reader; False when it would pass ``max_buffered``."""
+    def _fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes held for clients stay within ``max_buffered``."""
+        return self._held_requests + self._held_reply_bytes + size <= self._max_buffered
+
+    def _hold_reply(self, reply: bytes, *, force: bool = False) -> bool:
+        """Count a reply kept for a slow reader; False when it would pass ``max_buffered`` (unless
+        ``force``: the caller already checked, with room for what it added since)."""
         key = id(reply)
         held = self._held_replies.get(key)
         if held is not None:
             held[1] += 1  # the same buffer, shared by another client: costs nothing more
             return True
         size = len(reply)
-        if self._held_requests + self._held_reply_bytes + size > self._max_buffered:
+        if not force and not self._fits(size):
             return False
         self._held_replies[key] = [size, 1]
         self._held_reply_bytes += size
