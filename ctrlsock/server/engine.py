@@ -494,7 +494,8 @@ class Engine:
             self.waiter.watch_read(conn)
             conn.events = READ
         if conn.listener is None:
-            self._arm_read(conn)  # HTTP's deadlines are armed when a request starts or a reply ends
+            # HTTP's deadlines are armed when a request starts or a reply ends.
+            self._arm_deadline(self._reading, conn, self._idle_timeout)
 
     def _receive(self, conn: Connection, data: bytes, *, quick: bool = True) -> bool:
         """Feed one chunk; True when more data is needed (the caller reads again)."""
@@ -511,7 +512,7 @@ class Engine:
             if listener is not None:
                 self._send_interim(conn)
             elif conn not in self._started:
-                self._arm_request_deadline(conn)
+                self._arm_deadline(self._started, conn, self._request_deadline)
             return self._count_request(conn)
         self._uncount_request(conn)
         self._handle_event(conn, event)
@@ -606,19 +607,6 @@ class Engine:
         else:
             assert type(event) is Rejected
             self._rejected(conn, event)
-
-    def _arm_read(self, conn: Connection) -> None:
-        reading = self._reading
-        # The clock is read here, not once per wake-up: handlers run in between and may be slow.
-        reading[conn] = time.monotonic() + self._idle_timeout
-        reading.move_to_end(conn)
-        if len(reading) == 1:
-            self.waiter.deadline_added()
-
-    def _arm_request_deadline(self, conn: Connection) -> None:
-        self._started[conn] = time.monotonic() + self._request_deadline
-        if len(self._started) == 1:
-            self.waiter.deadline_added()
 
     # --- running commands ---------------------------------------------------------------------------
 
@@ -747,7 +735,7 @@ class Engine:
         conn.advance(sent)
         self.waiter.watch_write(conn)
         conn.events = WRITE
-        self._arm_write(conn)
+        self._arm_deadline(self._writing, conn, self._write_deadline)
 
     def _fits(self, size: int) -> bool:
         """Whether ``size`` more bytes held for clients stay within ``max_buffered``."""
@@ -817,15 +805,8 @@ class Engine:
         if conn.advance(sent):
             self._reply_sent(conn)
             return False
-        self._arm_write(conn)
+        self._arm_deadline(self._writing, conn, self._write_deadline)
         return False
-
-    def _arm_write(self, conn: Connection) -> None:
-        writing = self._writing
-        writing[conn] = time.monotonic() + self._write_deadline
-        writing.move_to_end(conn)
-        if len(writing) == 1:
-            self.waiter.deadline_added()
 
     def _reply_sent(self, conn: Connection) -> None:
         """The whole reply went out: close, or (HTTP keep-alive) wait for the client's next request."""
@@ -911,6 +892,9 @@ class Engine:
         self._handle_event(conn, event)
 
     def _arm_deadline(self, queue: OrderedDict[Connection, float], conn: Connection, seconds: float) -> None:
+        """(Re-)arm ``conn``'s deadline in ``queue``, ``seconds`` from now; every entry of a queue has the
+        same timeout, so the queue stays in deadline order. The clock is read here, not once per
+        wake-up: handlers run in between and may be slow."""
         queue[conn] = time.monotonic() + seconds
         queue.move_to_end(conn)
         if len(queue) == 1:
@@ -979,11 +963,7 @@ class Engine:
             self._end_grace()
             return
         reading = self._reading
-        while reading:
-            conn, deadline = next(iter(reading.items()))
-            if deadline > now:
-                break
-            del reading[conn]
+        for conn in _expired(reading, now):
             # Judge the deadline only after reading what is ready: after SIGSTOP/SIGCONT (a container
             # freeze, a debugger) whole requests may be waiting in the socket buffer.
             if not self._read_ready(conn) or self._conns.get(conn.fd) is not conn:
@@ -996,11 +976,7 @@ class Engine:
             self._stats.timed_out += 1
             self._send_reply(conn, conn.timeout_reply())
         started = self._started
-        while started:
-            conn, deadline = next(iter(started.items()))
-            if deadline > now:
-                break
-            del started[conn]
+        for conn in _expired(started, now):
             if self._read_ready(conn) and self._conns.get(conn.fd) is conn and conn.counted:
                 if conn.events:
                     self.waiter.unwatch(conn)
@@ -1014,11 +990,7 @@ class Engine:
                 self._stats.timed_out += 1
                 self._send_reply(conn, conn.timeout_reply())
         writing = self._writing
-        while writing:
-            conn, deadline = next(iter(writing.items()))
-            if deadline > now:
-                break
-            del writing[conn]
+        for conn in _expired(writing, now):
             if self._write_ready(conn):
                 self._stats.dropped_slow += 1
                 self._drop(
@@ -1026,11 +998,7 @@ class Engine:
                 )
         for listener in self.http_listeners.values():
             self._expire_http(listener, now)
-        lingering = self._lingering
-        while lingering:
-            conn, deadline = next(iter(lingering.items()))
-            if deadline > now:
-                break
+        for conn in _expired(self._lingering, now):
             self._close(conn)  # the client kept sending (or never closed): enough
         if self._call_deadlines:
             for conn, deadline in list(self._call_deadlines.items()):
@@ -1047,20 +1015,12 @@ class Engine:
 
     def _expire_http(self, listener: HttpListener, now: float) -> None:
         idle = listener.idle
-        while idle:
-            conn, deadline = next(iter(idle.items()))
-            if deadline > now:
-                break
-            del idle[conn]
+        for conn in _expired(idle, now):
             # As for unix clients: read what is there first (a frozen server may find a request waiting).
             if self._read_ready(conn) and self._conns.get(conn.fd) is conn:
                 self._close(conn)  # kept alive for idle_timeout with no request: close quietly, as Kea does
         requests = listener.requests
-        while requests:
-            conn, deadline = next(iter(requests.items()))
-            if deadline > now:
-                break
-            del requests[conn]
+        for conn in _expired(requests, now):
             if conn.handshaking:
                 self._stats.timed_out += 1
                 logger.info("tls handshake not done after %.3g s; closing", listener.config.request_timeout)
@@ -1228,6 +1188,17 @@ class Engine:
     def connections_by_fd(self) -> dict[int, Connection]:
         """The open connections by descriptor (the epoll loop's lookup; do not modify)."""
         return self._conns
+
+
+def _expired(queue: OrderedDict[Connection, float], now: float) -> Iterator[Connection]:
+    """Take from ``queue`` (kept in deadline order) each connection whose deadline has passed, first due
+    first; the caller may re-arm or close it meanwhile."""
+    while queue:
+        conn, deadline = next(iter(queue.items()))
+        if deadline > now:
+            return
+        del queue[conn]
+        yield conn
 
 
 def _who(conn: Connection) -> str:
