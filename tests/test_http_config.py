@@ -103,26 +103,17 @@ def test_an_address_written_out_reads_back(port: int, host: str) -> None:
 # --- control-sockets --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def conf_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cs-c", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def sockets(*entries: Any) -> dict[str, Any]:
     return {"Dhcp4": {"control-sockets": list(entries)}}
 
 
-def test_kea_3_defaults_give_a_loopback_listener_on_port_8000(conf_dir: Path) -> None:
-    [listener] = listeners_from_document(sockets({"socket-type": "http"}), base_dir=conf_dir)
+def test_kea_3_defaults_give_a_loopback_listener_on_port_8000(work_dir: Path) -> None:
+    [listener] = listeners_from_document(sockets({"socket-type": "http"}), base_dir=work_dir)
     assert (listener.host, listener.port, listener.users, listener.tls) == ("127.0.0.1", 8000, (), None)
 
 
-def test_a_full_https_entry_as_kea_documents_it(conf_dir: Path) -> None:
-    (conf_dir / "admin-password").write_text("1234\n")
+def test_a_full_https_entry_as_kea_documents_it(work_dir: Path) -> None:
+    (work_dir / "admin-password").write_text("1234\n")
     entry = {
         "socket-type": "https",
         "socket-address": "10.20.30.40",
@@ -143,12 +134,12 @@ def test_a_full_https_entry_as_kea_documents_it(conf_dir: Path) -> None:
         "user-context": {"note": "kept for hooks"},
         "comment": "kept for config-get",
     }
-    [listener] = listeners_from_document(sockets(entry), base_dir=conf_dir)
+    [listener] = listeners_from_document(sockets(entry), base_dir=work_dir)
     assert (listener.host, listener.port) == ("10.20.30.40", 8004)
     assert listener.tls == TlsConfig(
         cert_file=Path("/etc/kea/cert.pem"),
-        key_file=conf_dir / "key.pem",  # relative names are next to the configuration
-        trust_anchor=conf_dir / "ca.pem",
+        key_file=work_dir / "key.pem",  # relative names are next to the configuration
+        trust_anchor=work_dir / "ca.pem",
         cert_required=False,
     )
     assert listener.users == (User("admin", "1234"), User("ro", "x"))
@@ -157,7 +148,7 @@ def test_a_full_https_entry_as_kea_documents_it(conf_dir: Path) -> None:
     assert listener.exposure_problem is None  # TLS and users: fine on any address
 
 
-def test_control_sockets_at_the_top_level_and_unix_entries_left_to_the_command_line(conf_dir: Path) -> None:
+def test_control_sockets_at_the_top_level_and_unix_entries_left_to_the_command_line(work_dir: Path) -> None:
     document = {
         "control-sockets": [
             {"socket-type": "unix", "socket-name": "kea4-ctrl-socket"},
@@ -166,7 +157,7 @@ def test_control_sockets_at_the_top_level_and_unix_entries_left_to_the_command_l
         ],
         "control-socket": {"socket-type": "unix", "socket-name": "old"},
     }
-    listeners = listeners_from_document(document, base_dir=conf_dir)
+    listeners = listeners_from_document(document, base_dir=work_dir)
     assert [(listener.host, listener.port) for listener in listeners] == [("::1", 0), ("127.0.0.1", 0)]
 
 
@@ -174,21 +165,21 @@ def test_control_sockets_at_the_top_level_and_unix_entries_left_to_the_command_l
     "document",
     [{}, {"Dhcp4": {}}, {"Dhcp4": {"control-socket": {"socket-name": "x"}}}, {"Logging": [], "Dhcp6": 3}],
 )
-def test_no_http_entry_no_listener(document: Any, conf_dir: Path) -> None:
-    assert listeners_from_document(document, base_dir=conf_dir) == []
+def test_no_http_entry_no_listener(document: Any, work_dir: Path) -> None:
+    assert listeners_from_document(document, base_dir=work_dir) == []
 
 
-def test_defaults_carry_what_an_entry_cannot_say(conf_dir: Path) -> None:
+def test_defaults_carry_what_an_entry_cannot_say(work_dir: Path) -> None:
     defaults = HttpListenerConfig(allow_insecure=True, request_timeout=2.0, idle_timeout=3.0)
     entry = {"socket-type": "http", "socket-address": "0.0.0.0"}
-    [listener] = listeners_from_document(sockets(entry), base_dir=conf_dir, defaults=defaults)
+    [listener] = listeners_from_document(sockets(entry), base_dir=work_dir, defaults=defaults)
     assert (listener.allow_insecure, listener.request_timeout, listener.idle_timeout) == (True, 2.0, 3.0)
     assert listener.host == "0.0.0.0"
 
 
-def test_an_exposed_entry_is_parsed_and_then_refused_by_its_check(conf_dir: Path) -> None:
+def test_an_exposed_entry_is_parsed_and_then_refused_by_its_check(work_dir: Path) -> None:
     [listener] = listeners_from_document(
-        sockets({"socket-type": "http", "socket-address": "0.0.0.0"}), base_dir=conf_dir
+        sockets({"socket-type": "http", "socket-address": "0.0.0.0"}), base_dir=work_dir
     )
     with pytest.raises(ServerError, match=r"refusing to serve http on 0\.0\.0\.0:8000: .*no TLS"):
         listener.check()
@@ -365,9 +356,9 @@ def test_an_exposed_entry_is_parsed_and_then_refused_by_its_check(conf_dir: Path
         ),
     ],
 )
-def test_a_bad_entry_is_refused_naming_where_and_what(document: Any, message: str, conf_dir: Path) -> None:
+def test_a_bad_entry_is_refused_naming_where_and_what(document: Any, message: str, work_dir: Path) -> None:
     with pytest.raises(ServerError) as caught:
-        listeners_from_document(document, base_dir=conf_dir)
+        listeners_from_document(document, base_dir=work_dir)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -386,42 +377,42 @@ def users_of(document: dict[str, Any], base_dir: Path) -> tuple[User, ...]:
     return tuple(listener.users)
 
 
-def test_password_and_user_files_give_their_first_line(conf_dir: Path) -> None:
-    (conf_dir / "pw").write_text("s3cret with spaces\nsecond line is ignored\n")
-    (conf_dir / "user").write_text("admin\n")
-    assert users_of(client_document({"user": "a", "password-file": "pw"}), conf_dir) == (
+def test_password_and_user_files_give_their_first_line(work_dir: Path) -> None:
+    (work_dir / "pw").write_text("s3cret with spaces\nsecond line is ignored\n")
+    (work_dir / "user").write_text("admin\n")
+    assert users_of(client_document({"user": "a", "password-file": "pw"}), work_dir) == (
         User("a", "s3cret with spaces"),
     )
-    assert users_of(client_document({"user-file": "user", "password": "x"}), conf_dir) == (
+    assert users_of(client_document({"user-file": "user", "password": "x"}), work_dir) == (
         User("admin", "x"),
     )
-    absolute = str(conf_dir / "pw")
-    assert users_of(client_document({"user": "a", "password-file": absolute}), conf_dir)[0].password == (
+    absolute = str(work_dir / "pw")
+    assert users_of(client_document({"user": "a", "password-file": absolute}), work_dir)[0].password == (
         "s3cret with spaces"
     )
 
 
-def test_a_password_file_alone_holds_user_and_password(conf_dir: Path) -> None:
-    (conf_dir / "secret").write_text("admin:pass:with:colons\n")
-    assert users_of(client_document({"password-file": "secret"}), conf_dir) == (
+def test_a_password_file_alone_holds_user_and_password(work_dir: Path) -> None:
+    (work_dir / "secret").write_text("admin:pass:with:colons\n")
+    assert users_of(client_document({"password-file": "secret"}), work_dir) == (
         User("admin", "pass:with:colons"),
     )
-    (conf_dir / "no-user").write_text("just-a-password\n")
+    (work_dir / "no-user").write_text("just-a-password\n")
     with pytest.raises(ServerError, match=r"clients\[0\]\.password-file: holds no 'user:' part"):
-        users_of(client_document({"password-file": "no-user"}), conf_dir)
+        users_of(client_document({"password-file": "no-user"}), work_dir)
 
 
-def test_files_are_under_the_authentication_directory_as_kea_joins_them(conf_dir: Path) -> None:
-    (conf_dir / "creds").mkdir()
-    (conf_dir / "creds" / "pw").write_text("inside\n")
-    (conf_dir / "pw").write_text("outside\n")
+def test_files_are_under_the_authentication_directory_as_kea_joins_them(work_dir: Path) -> None:
+    (work_dir / "creds").mkdir()
+    (work_dir / "creds" / "pw").write_text("inside\n")
+    (work_dir / "pw").write_text("outside\n")
     # A relative directory is next to the configuration.
-    assert users_of(client_document({"user": "a", "password-file": "pw"}, directory="creds"), conf_dir) == (
+    assert users_of(client_document({"user": "a", "password-file": "pw"}, directory="creds"), work_dir) == (
         User("a", "inside"),
     )
     # Kea joins directory and name as text: "/pw" is still under the directory.
-    document = client_document({"user": "a", "password-file": "/pw"}, directory=str(conf_dir / "creds"))
-    assert users_of(document, conf_dir) == (User("a", "inside"),)
+    document = client_document({"user": "a", "password-file": "/pw"}, directory=str(work_dir / "creds"))
+    assert users_of(document, work_dir) == (User("a", "inside"),)
 
 
 @pytest.mark.parametrize(
@@ -432,29 +423,29 @@ def test_files_are_under_the_authentication_directory_as_kea_joins_them(conf_dir
         (b"\xff\xfe", "is not UTF-8 text"),
     ],
 )
-def test_an_unusable_password_file_is_refused_naming_it(content: bytes, message: str, conf_dir: Path) -> None:
-    (conf_dir / "pw").write_bytes(content)
+def test_an_unusable_password_file_is_refused_naming_it(content: bytes, message: str, work_dir: Path) -> None:
+    (work_dir / "pw").write_bytes(content)
     with pytest.raises(ServerError) as caught:
-        users_of(client_document({"user": "a", "password-file": "pw"}), conf_dir)
+        users_of(client_document({"user": "a", "password-file": "pw"}), work_dir)
     assert str(caught.value) == (
-        f"Dhcp4.control-sockets[0].authentication.clients[0].password-file: {conf_dir / 'pw'} {message}"
+        f"Dhcp4.control-sockets[0].authentication.clients[0].password-file: {work_dir / 'pw'} {message}"
     )
 
 
-def test_a_missing_or_unreadable_file_is_refused_naming_it(conf_dir: Path) -> None:
+def test_a_missing_or_unreadable_file_is_refused_naming_it(work_dir: Path) -> None:
     with pytest.raises(
-        ServerError, match=re.escape(f"user-file: cannot read {conf_dir / 'nope'}: No such file")
+        ServerError, match=re.escape(f"user-file: cannot read {work_dir / 'nope'}: No such file")
     ):
-        users_of(client_document({"user-file": "nope", "password": "x"}), conf_dir)
-    (conf_dir / "dir").mkdir()
-    with pytest.raises(ServerError, match=re.escape(f"password-file: cannot read {conf_dir / 'dir'}: Is a")):
-        users_of(client_document({"user": "a", "password-file": "dir"}), conf_dir)
+        users_of(client_document({"user-file": "nope", "password": "x"}), work_dir)
+    (work_dir / "dir").mkdir()
+    with pytest.raises(ServerError, match=re.escape(f"password-file: cannot read {work_dir / 'dir'}: Is a")):
+        users_of(client_document({"user": "a", "password-file": "dir"}), work_dir)
 
 
-def test_a_user_file_with_a_colon_is_refused(conf_dir: Path) -> None:
-    (conf_dir / "user").write_text("ad:min\n")
+def test_a_user_file_with_a_colon_is_refused(work_dir: Path) -> None:
+    (work_dir / "user").write_text("ad:min\n")
     with pytest.raises(ServerError, match="must not contain a ':'"):
-        users_of(client_document({"user-file": "user", "password": "x"}), conf_dir)
+        users_of(client_document({"user-file": "user", "password": "x"}), work_dir)
 
 
 # --- any JSON: listeners or a ServerError ---------------------------------------------------------
@@ -732,13 +723,13 @@ def test_serve_https_with_client_certificates_and_a_user_from_the_command_line(s
         assert without_user.returncode == 85, without_user.stderr
 
 
-def test_the_readme_example_configuration_gives_the_listener_it_describes(conf_dir: Path) -> None:
+def test_the_readme_example_configuration_gives_the_listener_it_describes(work_dir: Path) -> None:
     readme = (REPO_DIR / "README.md").read_text()
     [example] = re.findall(r"```json\n(.*?)```", readme, flags=re.DOTALL)
-    (conf_dir / "admin-password").write_text("s3cret\n")
-    document = json.loads(example.replace("/etc/mydaemon/credentials", str(conf_dir)))
-    [listener] = listeners_from_document(document, base_dir=conf_dir)
+    (work_dir / "admin-password").write_text("s3cret\n")
+    document = json.loads(example.replace("/etc/mydaemon/credentials", str(work_dir)))
+    [listener] = listeners_from_document(document, base_dir=work_dir)
     assert (listener.host, listener.port, listener.realm) == ("192.0.2.1", 8004, "mydaemon")
     assert listener.users == (User("admin", "s3cret"),)
-    assert listener.tls == TlsConfig(conf_dir / "cert.pem", conf_dir / "key.pem", conf_dir / "ca.pem", True)
+    assert listener.tls == TlsConfig(work_dir / "cert.pem", work_dir / "key.pem", work_dir / "ca.pem", True)
     assert listener.exposure_problem is None
