@@ -49,27 +49,14 @@ def bench(target: str, extra: list[str], args: argparse.Namespace) -> dict[str, 
     return figures
 
 
-def _cli_serves_http() -> bool:
-    command = [sys.executable, "-m", "ctrlsock", "serve", "--help"]
-    done = subprocess.run(command, capture_output=True, text=True, env=_env(), check=False)
-    return "--http" in done.stdout
-
-
 class OurServer:
     """ctrlsock serving SOCKET and one HTTP listener on 127.0.0.1; the URL comes from its log line."""
 
     def __init__(self, directory: Path, password_file: Path | None) -> None:
         socket_path = directory / "ours.sock"
-        if _cli_serves_http():
-            command = [sys.executable, "-m", "ctrlsock", "serve", str(socket_path), "--http", "127.0.0.1:0"]
-            if password_file is not None:
-                command += ["--http-auth-user", "admin", "--http-auth-password-file", str(password_file)]
-            self.how = "ctrlsock serve --http"
-        else:
-            command = [sys.executable, str(ROOT / "tests" / "children" / "http_serve.py"), str(socket_path)]
-            if password_file is not None:
-                command += ["--user", "admin", "--password-file", str(password_file)]
-            self.how = "library child"
+        command = [sys.executable, "-m", "ctrlsock", "serve", str(socket_path), "--http", "127.0.0.1:0"]
+        if password_file is not None:
+            command += ["--http-auth-user", "admin", "--http-auth-password-file", str(password_file)]
         print("$", " ".join(command).replace(sys.executable, "python3"), flush=True)
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env()
@@ -128,7 +115,7 @@ def main() -> None:
         names = (
             "kea-dhcp4 2.2, unix socket",
             "kea-ctrl-agent 2.2 -> kea-dhcp4 2.2, HTTP keep-alive",
-            f"ctrlsock HTTP listener, keep-alive ({ours.how})",
+            "ctrlsock HTTP listener, keep-alive (ctrlsock serve --http)",
         )
         rounds = {name: [] for name in names}
         for number in range(args.rounds):
