@@ -181,8 +181,5 @@ class TlsStream:
         """Half-close the TCP connection (no TLS close_notify: the connection ends here anyway)."""
         self._ssl.shutdown(how)
 
-    def getpeercert(self) -> object:
-        return self._ssl.getpeercert()
-
     def close(self) -> None:
         self._ssl.close()

@@ -106,10 +106,6 @@ class HttpSession:
         """Whether bytes of a request have arrived (its request timeout runs), rather than none yet."""
         return not self._http.idle
 
-    @property
-    def can_respond(self) -> bool:
-        return self._http.can_respond
-
     def frame(self, reply: bytes, status: int | None, *, close: bool) -> bytes:
         """The response for ``reply`` (an encoded Kea reply), or for a refusal with HTTP ``status``.
 
